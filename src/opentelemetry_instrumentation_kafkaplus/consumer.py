@@ -1,0 +1,408 @@
+"""Consumer tracing: ``process {topic}`` spans for poll(), ``poll {topic}`` for consume().
+
+poll() returning a message starts a CONSUMER span ``process {topic}`` whose
+parent is the producer's context from the headers (``consumer_context_mode=
+parent``, the default; with a link to it too) or the ambient context with a
+link (``link``). The span is made current for the app's handling of the
+message and ends at the consumer's next poll()/consume()/close().
+
+consume(n) returning messages makes two spans: ``poll {topic}`` (CLIENT,
+operation type ``receive``) covering the call, and ``process {topic}``
+(CONSUMER) current while the app handles the batch; both link to every
+message's creation context (the conventions' rule for batches: links, never a
+parent) and carry ``messaging.batch.message_count``.
+
+Current-span bookkeeping lives in the context itself: the context we attach
+remembers the one it replaced, and at the next poll we restore it only if ours
+is still current in the calling thread or task. So polling from several
+threads or asyncio tasks never tries to detach a token from another context
+(no "Failed to detach context"), and nothing leaks into unrelated work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import cimpl
+from opentelemetry import baggage as otel_baggage
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind
+
+from . import semconv as sc
+from ._errors import report
+from .propagation import extract, headers_carrier, origin_ms, with_origin
+from .telemetry import ACTIVE, Telemetry, suppressed
+
+_CConsumer = cimpl.Consumer
+_orig_poll = cimpl.Consumer.poll
+_orig_consume = cimpl.Consumer.consume
+_orig_close = cimpl.Consumer.close
+
+_CONSUMER = SpanKind.CONSUMER
+_CLIENT = SpanKind.CLIENT
+_time_ns = time.time_ns
+_get_current = otel_context.get_current
+_get_current_span = trace.get_current_span
+_set_span_in_context = trace.set_span_in_context
+_ROOT = Context()
+_TS_NOT_AVAILABLE = 0
+
+
+class _Topic:
+    __slots__ = ("excluded", "metric_attrs", "poll_attrs", "poll_name", "process_attrs", "process_name")
+
+    def __init__(self, state: ConsumerState, topic: str | None, tel: Telemetry) -> None:
+        opts = tel.options
+        self.excluded = topic is not None and opts.topic_excluded(topic)
+        suffix = f" {topic}" if topic else ""
+        self.process_name = "process" + suffix
+        self.poll_name = "poll" + suffix
+        attrs = dict(state.base_attrs)
+        if topic is not None:
+            attrs[sc.MESSAGING_DESTINATION_NAME] = topic
+        process = dict(attrs)
+        process[sc.MESSAGING_OPERATION_NAME] = sc.OP_PROCESS
+        process[sc.MESSAGING_OPERATION_TYPE] = sc.OP_PROCESS
+        poll = dict(attrs)
+        poll[sc.MESSAGING_OPERATION_NAME] = "poll"
+        poll[sc.MESSAGING_OPERATION_TYPE] = sc.OP_RECEIVE
+        if opts.semconv_dup and topic is not None:
+            for d in (process, poll):
+                d[sc.LEGACY_DESTINATION] = topic
+                d[sc.LEGACY_DESTINATION_KIND] = "queue"
+            process[sc.LEGACY_OPERATION] = "process"
+            poll[sc.LEGACY_OPERATION] = "receive"
+        self.process_attrs = process
+        self.poll_attrs = poll
+        self.metric_attrs = {k: process[k] for k in sc.METRIC_KEYS if k in process}
+
+
+class _Open:
+    """A process span awaiting the consumer's next call."""
+
+    __slots__ = ("ctx", "metric_attrs", "prev", "span", "start_ns")
+
+    def __init__(
+        self, span: Any, ctx: Context | None, prev: Context | None, start_ns: int, metric_attrs: Any
+    ) -> None:
+        self.span = span
+        self.ctx = ctx
+        self.prev = prev
+        self.start_ns = start_ns
+        self.metric_attrs = metric_attrs
+
+
+class ConsumerState:
+    """Per consumer: fixed attributes, topic templates, open process spans."""
+
+    __slots__ = ("base_attrs", "group", "open", "tel", "topics")
+
+    def __init__(self, conf: Mapping[str, Any] | None) -> None:
+        conf = conf or {}
+        self.base_attrs = sc.client_attributes(conf, consumer=True)
+        self.group = self.base_attrs.get(sc.MESSAGING_CONSUMER_GROUP_NAME)
+        self.topics: dict[str | None, _Topic] = {}
+        self.open: deque[_Open] = deque()
+        self.tel: Telemetry | None = None
+
+    def topic(self, topic: str | None, tel: Telemetry) -> _Topic:
+        if self.tel is not tel:
+            self.topics = {}
+            self.tel = tel
+        info = self.topics.get(topic)
+        if info is None:
+            info = self.topics[topic] = _Topic(self, topic, tel)
+        return info
+
+
+def end_open(state: ConsumerState) -> None:
+    """End every open process span of this consumer; restore our own context."""
+    pop = state.open.popleft
+    while True:
+        try:
+            item = pop()
+        except IndexError:
+            return
+        try:
+            end_ns = _time_ns()
+            item.span.end(end_time=end_ns)
+            if item.ctx is not None and item.prev is not None and _get_current() is item.ctx:
+                otel_context.attach(item.prev)
+            tel = ACTIVE.telemetry
+            if item.metric_attrs is not None and tel is not None:
+                tel.metrics.process_duration.record((end_ns - item.start_ns) / 1e9, item.metric_attrs)
+        except Exception as exc:
+            report("process span end", exc)
+
+
+def poll(
+    client: Any,
+    state: ConsumerState,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    orig: Any = _orig_poll,
+) -> Any:
+    """Traced ``Consumer.poll``; the same arguments, results and errors."""
+    if state.open:
+        end_open(state)
+    tel = ACTIVE.telemetry
+    if tel is None:
+        return orig(client, *args, **kwargs)
+    msg = orig(client, *args, **kwargs)
+    if msg is None:
+        return msg
+    try:
+        if msg.error() is None and not suppressed():
+            _process_one(tel, state, msg)
+    except Exception as exc:
+        report("consumer instrumentation", exc)
+    return msg
+
+
+def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
+    info = state.topic(msg.topic(), tel)
+    if info.excluded:
+        return
+    tracing = tel.tracing()
+    metering = tel.metering()
+    if not tracing and not metering:
+        return
+    now = _time_ns()
+    ts_type, ts = msg.timestamp()
+    age = (now / 1e6 - ts) / 1e3 if ts_type != _TS_NOT_AVAILABLE and ts > 0 else None
+    headers = msg.headers()
+    carrier = headers_carrier(headers) if headers else {}
+    origin = origin_ms(carrier) if carrier else None
+    if origin is None and age is not None:
+        origin = ts
+    if metering:
+        m = tel.metrics
+        attrs = info.metric_attrs
+        if tel.options.metrics_partition:
+            attrs = {**attrs, sc.MESSAGING_DESTINATION_PARTITION_ID: str(msg.partition())}
+        m.consumed.add(1, attrs)
+        if age is not None:
+            m.message_age.record(max(age, 0.0), attrs)
+        if origin is not None:
+            m.origin_age.record(max((now / 1e6 - origin) / 1e3, 0.0), attrs)
+    else:
+        attrs = None
+    if not tracing:
+        state.open.append(_Open(_NOOP_SPAN, None, None, now, attrs))
+        return
+    ambient = _get_current()
+    ext = extract(carrier) if carrier else None
+    producer_sc = _get_current_span(ext).get_span_context() if ext is not None else None
+    ambient_sc = _get_current_span(ambient).get_span_context()
+    links = []
+    if tel.options.consumer_context_mode == "parent":
+        if producer_sc is not None and producer_sc.is_valid:
+            parent = ext
+            links.append(Link(producer_sc))
+        else:
+            parent = _ROOT
+        if ambient_sc.is_valid:
+            links.append(Link(ambient_sc))
+    else:
+        parent = ambient
+        if producer_sc is not None and producer_sc.is_valid:
+            links.append(Link(producer_sc))
+    span_attrs = info.process_attrs.copy()
+    _message_attributes(span_attrs, msg, tel)
+    if age is not None:
+        span_attrs[sc.KAFKAPLUS_MESSAGE_AGE] = max(age, 0.0)
+    if origin is not None and carrier:
+        span_attrs[sc.KAFKAPLUS_MESSAGE_ORIGIN_AGE] = max((now / 1e6 - origin) / 1e3, 0.0)
+    opts = tel.options
+    if opts.header_attributes and headers:
+        sc.header_attributes(span_attrs, headers, opts.header_attributes)
+    span = tel.tracer.start_span(
+        info.process_name, context=parent, kind=_CONSUMER, attributes=span_attrs,
+        links=links, start_time=now,
+    )  # fmt: skip
+    if opts.consume_hook is not None and span.is_recording():
+        try:
+            opts.consume_hook(span, msg)
+        except Exception as exc:
+            report("consume_hook", exc)
+    ctx = _set_span_in_context(span, ambient)
+    if ext is not None:
+        for k, v in otel_baggage.get_all(ext).items():
+            ctx = otel_baggage.set_baggage(k, v, ctx)
+    if origin is not None:
+        ctx = with_origin(ctx, origin)
+    otel_context.attach(ctx)
+    state.open.append(_Open(span, ctx, ambient, now, attrs))
+
+
+def _message_attributes(attrs: dict[str, Any], msg: Any, tel: Telemetry) -> None:
+    partition = msg.partition()
+    if partition is not None and partition >= 0:
+        attrs[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
+        if tel.options.semconv_dup:
+            attrs[sc.LEGACY_PARTITION] = partition
+    offset = msg.offset()
+    if offset is not None and offset >= 0:
+        attrs[sc.MESSAGING_KAFKA_OFFSET] = offset
+        if tel.options.semconv_dup:
+            attrs[sc.LEGACY_MESSAGE_ID] = f"{msg.topic()}.{partition}.{offset}"
+    value = msg.value()
+    if value is None:
+        attrs[sc.MESSAGING_KAFKA_MESSAGE_TOMBSTONE] = True
+    else:
+        attrs[sc.MESSAGING_MESSAGE_BODY_SIZE] = len(value)
+    if tel.options.capture_key:
+        key = sc.key_string(msg.key())
+        if key is not None:
+            attrs[sc.MESSAGING_KAFKA_MESSAGE_KEY] = key
+
+
+def consume(
+    client: Any,
+    state: ConsumerState,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    orig: Any = _orig_consume,
+) -> Any:
+    """Traced ``Consumer.consume``; the same arguments, results and errors."""
+    if state.open:
+        end_open(state)
+    tel = ACTIVE.telemetry
+    if tel is None:
+        return orig(client, *args, **kwargs)
+    start = _time_ns()
+    msgs = orig(client, *args, **kwargs)
+    if not msgs:
+        return msgs
+    try:
+        if not suppressed():
+            _process_batch(tel, state, msgs, start)
+    except Exception as exc:
+        report("consumer instrumentation", exc)
+    return msgs
+
+
+def _process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start: int) -> None:
+    tracing = tel.tracing()
+    metering = tel.metering()
+    if not tracing and not metering:
+        return
+    now = _time_ns()
+    good = []
+    topics = set()
+    for msg in msgs:
+        if msg.error() is None:
+            info = state.topic(msg.topic(), tel)
+            if not info.excluded:
+                good.append(msg)
+                topics.add(msg.topic())
+    if not good:
+        return
+    batch_topic = topics.pop() if len(topics) == 1 else None
+    batch = state.topic(batch_topic, tel)
+    if metering:
+        m = tel.metrics
+        for msg in good:
+            info = state.topic(msg.topic(), tel)
+            m.consumed.add(1, info.metric_attrs)
+            ts_type, ts = msg.timestamp()
+            if ts_type != _TS_NOT_AVAILABLE and ts > 0:
+                m.message_age.record(max((now / 1e6 - ts) / 1e3, 0.0), info.metric_attrs)
+        receive_attrs = {**batch.metric_attrs, sc.MESSAGING_OPERATION_NAME: "poll",
+                         sc.MESSAGING_OPERATION_TYPE: sc.OP_RECEIVE}
+        m.operation_duration.record((now - start) / 1e9, receive_attrs)
+    if not tracing:
+        state.open.append(_Open(_NOOP_SPAN, None, None, now, batch.metric_attrs))
+        return
+    links = []
+    for msg in good:
+        headers = msg.headers()
+        link_attrs: dict[str, Any] = {}
+        partition = msg.partition()
+        if partition is not None and partition >= 0:
+            link_attrs[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
+        offset = msg.offset()
+        if offset is not None and offset >= 0:
+            link_attrs[sc.MESSAGING_KAFKA_OFFSET] = offset
+        if batch_topic is None:
+            link_attrs[sc.MESSAGING_DESTINATION_NAME] = msg.topic()
+        if headers:
+            producer_sc = _get_current_span(extract(headers_carrier(headers))).get_span_context()
+            if producer_sc.is_valid:
+                links.append(Link(producer_sc, link_attrs))
+                continue
+    count = len(good)
+    poll_attrs = batch.poll_attrs.copy()
+    poll_attrs[sc.MESSAGING_BATCH_MESSAGE_COUNT] = count
+    process_attrs = batch.process_attrs.copy()
+    process_attrs[sc.MESSAGING_BATCH_MESSAGE_COUNT] = count
+    partitions = {m.partition() for m in good}
+    if len(partitions) == 1:
+        pid = str(partitions.pop())
+        poll_attrs[sc.MESSAGING_DESTINATION_PARTITION_ID] = pid
+        process_attrs[sc.MESSAGING_DESTINATION_PARTITION_ID] = pid
+    tracer = tel.tracer
+    receive = tracer.start_span(
+        batch.poll_name, kind=_CLIENT, attributes=poll_attrs, links=links, start_time=start
+    )
+    receive.end(end_time=now)
+    ambient = _get_current()
+    span = tracer.start_span(
+        batch.process_name, context=ambient, kind=_CONSUMER, attributes=process_attrs,
+        links=links, start_time=now,
+    )  # fmt: skip
+    opts = tel.options
+    if opts.consume_hook is not None and span.is_recording():
+        for msg in good:
+            try:
+                opts.consume_hook(span, msg)
+            except Exception as exc:
+                report("consume_hook", exc)
+    ctx = _set_span_in_context(span, ambient)
+    otel_context.attach(ctx)
+    state.open.append(_Open(span, ctx, ambient, now, batch.metric_attrs if metering else None))
+
+
+_NOOP_SPAN = trace.INVALID_SPAN
+
+
+def close(
+    client: Any,
+    state: ConsumerState,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    orig: Any = _orig_close,
+) -> Any:
+    """Traced ``Consumer.close``: open process spans end before the client closes."""
+    if state.open:
+        end_open(state)
+    return orig(client, *args, **kwargs)
+
+
+class Consumer(_CConsumer):  # type: ignore[misc]
+    """confluent_kafka.Consumer, traced. Substituted for the original class."""
+
+    __slots__ = ("_kafkaplus",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        try:
+            conf = {**args[0], **kwargs} if args and isinstance(args[0], dict) else dict(kwargs)
+            self._kafkaplus = ConsumerState(conf)
+        except Exception as exc:
+            report("consumer setup", exc)
+            self._kafkaplus = ConsumerState({})
+
+    def poll(self, *args: Any, **kwargs: Any) -> Any:
+        return poll(self, self._kafkaplus, args, kwargs)
+
+    def consume(self, *args: Any, **kwargs: Any) -> Any:
+        return consume(self, self._kafkaplus, args, kwargs)
+
+    def close(self, *args: Any, **kwargs: Any) -> Any:
+        return close(self, self._kafkaplus, args, kwargs)

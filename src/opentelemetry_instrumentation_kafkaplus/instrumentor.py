@@ -1,0 +1,94 @@
+"""KafkaPlusInstrumentor: substitutes traced client classes, and undoes it.
+
+confluent_kafka.Producer and Consumer are C types whose methods cannot be
+replaced, so the module attributes of ``confluent_kafka`` and
+``confluent_kafka.cimpl`` are pointed at traced subclasses. Modules that had
+already done ``from confluent_kafka import Producer`` before ``instrument()``
+hold the original class: their module-level names are re-pointed too (and
+restored by ``uninstrument()``), and one warning names any that could not be.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Collection
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+
+from . import config
+from ._errors import logger
+from .package import _instruments
+from .semconv import SCHEMA_URL
+from .telemetry import ACTIVE, Telemetry
+from .version import __version__
+
+_NAME = "opentelemetry_instrumentation_kafkaplus"
+
+
+class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Traces confluent-kafka clients: one trace from produce() to poll().
+
+    ``instrument(tracer_provider=None, meter_provider=None, **options)``; the
+    options and their environment variables are listed in the README.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._patched: list[tuple[Any, str, Any]] = []
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        options = config.resolve(kwargs)
+        import confluent_kafka
+        from confluent_kafka import cimpl
+
+        from .consumer import Consumer
+        from .producer import Producer
+
+        tracer = trace.get_tracer(
+            _NAME, __version__, kwargs.get("tracer_provider"), schema_url=SCHEMA_URL
+        )
+        meter = metrics.get_meter(
+            _NAME, __version__, kwargs.get("meter_provider"), schema_url=SCHEMA_URL
+        )
+        ACTIVE.telemetry = Telemetry(tracer, meter, options)
+        originals = {cimpl.Producer: Producer, cimpl.Consumer: Consumer}
+        for module in (confluent_kafka, cimpl):
+            self._set(module, "Producer", Producer)
+            self._set(module, "Consumer", Consumer)
+        self._rebind_imported(originals)
+
+    def _set(self, owner: Any, name: str, value: Any) -> None:
+        old = getattr(owner, name)
+        if old is value:
+            return
+        self._patched.append((owner, name, old))
+        setattr(owner, name, value)
+
+    def _rebind_imported(self, originals: dict[Any, Any]) -> None:
+        """Point names bound to the original classes in app modules at ours."""
+        for modname, module in list(sys.modules.items()):
+            if module is None or modname.startswith(("confluent_kafka", _NAME)):
+                continue
+            try:
+                namespace = vars(module)
+            except TypeError:
+                continue
+            for attr, value in list(namespace.items()):
+                try:
+                    traced = originals.get(value)
+                except TypeError:  # unhashable
+                    continue
+                if traced is not None:
+                    logger.debug("kafkaplus: re-pointing %s.%s at the traced class", modname, attr)
+                    self._set(module, attr, traced)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        ACTIVE.telemetry = None
+        while self._patched:
+            owner, name, old = self._patched.pop()
+            setattr(owner, name, old)

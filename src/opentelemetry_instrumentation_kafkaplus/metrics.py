@@ -1,0 +1,104 @@
+"""Messaging metrics of the semantic conventions, plus message age.
+
+Instruments are created once per ``instrument()`` call. Attribute sets are
+low-cardinality by design (system, operation, topic, group, server, error
+type; partition only when the user opts in) and are built once per client and
+topic, so recording costs a dict lookup and the SDK's own work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.metrics import Meter, NoOpMeter
+from opentelemetry.semconv._incubating.metrics import messaging_metrics as _mm
+
+#: Advised buckets from the conventions: the SDK's defaults fit milliseconds,
+#: these metrics are in seconds.
+DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
+#: Message age spans sub-second hops to hours of backlog.
+AGE_BUCKETS = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400,
+]  # fmt: skip
+
+CLIENT_OPERATION_DURATION = _mm.MESSAGING_CLIENT_OPERATION_DURATION
+PROCESS_DURATION = _mm.MESSAGING_PROCESS_DURATION
+SENT_MESSAGES = _mm.MESSAGING_CLIENT_SENT_MESSAGES
+CONSUMED_MESSAGES = _mm.MESSAGING_CLIENT_CONSUMED_MESSAGES
+MESSAGE_AGE = "kafka.message.age"
+MESSAGE_ORIGIN_AGE = "kafka.message.origin_age"
+SKIPPED_MESSAGES = "kafka.consumer.skipped_messages"
+UNDELIVERED_MESSAGES = "kafka.producer.undelivered_messages"
+
+
+def _histogram(meter: Meter, name: str, description: str, buckets: list[float]) -> Any:
+    try:
+        return meter.create_histogram(
+            name, unit="s", description=description, explicit_bucket_boundaries_advisory=buckets
+        )
+    except TypeError:  # API older than the bucket advisory
+        return meter.create_histogram(name, unit="s", description=description)
+
+
+class Metrics:
+    """The instruments; ``enabled`` is False when no MeterProvider records."""
+
+    __slots__ = (
+        "consumed",
+        "enabled",
+        "message_age",
+        "operation_duration",
+        "origin_age",
+        "process_duration",
+        "sent",
+        "skipped",
+        "undelivered",
+    )
+
+    def __init__(self, meter: Meter) -> None:
+        self.enabled = not _is_noop(meter)
+        self.operation_duration = _histogram(
+            meter,
+            CLIENT_OPERATION_DURATION,
+            "Duration of a messaging operation: send (produce() to delivery report) or receive.",
+            DURATION_BUCKETS,
+        )
+        self.process_duration = _histogram(
+            meter, PROCESS_DURATION, "Duration of processing a message.", DURATION_BUCKETS
+        )
+        self.sent = meter.create_counter(
+            SENT_MESSAGES, unit="{message}", description="Messages the producer attempted to send."
+        )
+        self.consumed = meter.create_counter(
+            CONSUMED_MESSAGES,
+            unit="{message}",
+            description="Messages delivered to the application.",
+        )
+        self.message_age = _histogram(
+            meter,
+            MESSAGE_AGE,
+            "Age of a message when handed to the application (now - message timestamp).",
+            AGE_BUCKETS,
+        )
+        self.origin_age = _histogram(
+            meter,
+            MESSAGE_ORIGIN_AGE,
+            "Age of a message since the first producer of the pipeline created it.",
+            AGE_BUCKETS,
+        )
+        self.skipped = meter.create_counter(
+            SKIPPED_MESSAGES,
+            unit="{message}",
+            description="Offsets skipped within a partition that the consumer never received.",
+        )
+        self.undelivered = meter.create_counter(
+            UNDELIVERED_MESSAGES,
+            unit="{message}",
+            description="Messages the producer failed to deliver, by error.type.",
+        )
+
+
+def _is_noop(meter: Meter) -> bool:
+    # The proxy meter resolves to the real one once a provider is set; a proxy
+    # created before that reports as enabled so no later provider is missed.
+    return isinstance(meter, NoOpMeter)

@@ -1,0 +1,365 @@
+"""Producer tracing: the ``send {topic}`` span, from produce() to the delivery report.
+
+The span starts in ``produce()`` and ends when librdkafka's delivery report for
+that message is served (by the app's ``poll()``/``flush()``), so it carries the
+partition and offset the broker assigned, or the delivery error. Its end time
+is start + ``Message.latency()``. The app's own delivery callback runs inside
+ours, exactly once, with the producer span current; its exceptions propagate.
+
+Pending spans are bounded by librdkafka itself: a message's delivery report,
+and with it our closure, is released when served, and librdkafka refuses new
+messages (BufferError) once ``queue.buffering.max.messages`` are outstanding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from confluent_kafka import cimpl
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from . import semconv as sc
+from ._errors import report
+from .propagation import current_origin_ms
+from .telemetry import ACTIVE, Telemetry, suppressed
+
+_CProducer = cimpl.Producer
+_orig_produce = cimpl.Producer.produce
+
+_PRODUCE_ARGS = (
+    "topic", "value", "key", "partition", "callback", "on_delivery", "timestamp", "headers",
+)  # fmt: skip
+_PRODUCE_KW = frozenset(_PRODUCE_ARGS)
+_SEND_KIND = SpanKind.PRODUCER
+_set_span_in_context = trace.set_span_in_context
+_get_current_span = trace.get_current_span
+_time_ns = time.time_ns
+
+
+class _Topic:
+    """Per client and topic: the span name and attribute templates, built once."""
+
+    __slots__ = ("attrs", "excluded", "metric_attrs", "metric_failed", "name")
+
+    def __init__(self, state: ProducerState, topic: str, tel: Telemetry) -> None:
+        opts = tel.options
+        self.excluded = opts.topic_excluded(topic)
+        self.name = f"send {topic}"
+        attrs = dict(state.base_attrs)
+        attrs[sc.MESSAGING_OPERATION_NAME] = sc.OP_SEND
+        attrs[sc.MESSAGING_OPERATION_TYPE] = sc.OP_SEND
+        attrs[sc.MESSAGING_DESTINATION_NAME] = topic
+        metric = {k: attrs[k] for k in sc.METRIC_KEYS if k in attrs}
+        if opts.semconv_dup:
+            attrs[sc.LEGACY_DESTINATION] = topic
+            attrs[sc.LEGACY_DESTINATION_KIND] = "queue"
+            attrs[sc.LEGACY_OPERATION] = "publish"
+        self.attrs = attrs
+        self.metric_attrs = metric
+        self.metric_failed: dict[str, dict[str, Any]] = {}
+
+
+class ProducerState:
+    """What a producer keeps from its config: nothing secret, nothing unused."""
+
+    __slots__ = ("base_attrs", "default_cb", "default_known", "only_error", "topics", "tel")
+
+    def __init__(self, conf: Mapping[str, Any] | None) -> None:
+        known = conf is not None
+        conf = conf or {}
+        self.base_attrs = sc.client_attributes(conf, consumer=False)
+        cb = conf.get("on_delivery")
+        self.default_cb: Callable[..., Any] | None = cb if callable(cb) else None
+        # Without the config (instance wrapping) the default callback is unknown:
+        # then a message with no per-call callback keeps librdkafka's default.
+        self.default_known = known
+        self.only_error = str(conf.get("delivery.report.only.error", "false")).lower() == "true"
+        self.topics: dict[str, _Topic] = {}
+        self.tel: Telemetry | None = None
+
+    def topic(self, topic: str, tel: Telemetry) -> _Topic:
+        if self.tel is not tel:  # re-instrumented: options may have changed
+            self.topics = {}
+            self.tel = tel
+        info = self.topics.get(topic)
+        if info is None:
+            info = self.topics[topic] = _Topic(self, topic, tel)
+        return info
+
+
+def prepare_config(conf: Any) -> Any:
+    """The config librdkafka gets: delivery reports for every message.
+
+    With ``delivery.report.only.error`` librdkafka would never report a
+    success, so our spans could not end; we turn it off and filter the app's
+    callback ourselves, so the app sees exactly what it asked for.
+    """
+    if isinstance(conf, dict) and str(conf.get("delivery.report.only.error", "")).lower() in (
+        "true",
+        "1",
+    ):
+        conf = dict(conf)
+        conf["delivery.report.only.error"] = False
+    return conf
+
+
+def produce(
+    client: Any,
+    state: ProducerState,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    orig: Any = _orig_produce,
+) -> Any:
+    """Traced ``Producer.produce``; the same arguments, results and errors."""
+    tel = ACTIVE.telemetry
+    if tel is None or suppressed():
+        if state.only_error:
+            return _produce_filtered(client, state, args, kwargs, orig)
+        return orig(client, *args, **kwargs)
+    n = len(args)
+    topic = args[0] if n else kwargs.get("topic")
+    if type(topic) is not str or n > 8:
+        return orig(client, *args, **kwargs)
+    for k in kwargs:
+        if k not in _PRODUCE_KW or _PRODUCE_ARGS.index(k) < n:
+            # Let confluent-kafka reject it with its own message.
+            return orig(client, *args, **kwargs)
+    try:
+        info = state.topic(topic, tel)
+        if info.excluded:
+            if state.only_error:
+                return _produce_filtered(client, state, args, kwargs, orig)
+            return orig(client, *args, **kwargs)
+        tracing = tel.tracing()
+        metering = tel.metering()
+        if not tracing:
+            span = None
+            span_ctx = _get_current_span().get_span_context()
+            if not span_ctx.is_valid and not metering and not state.only_error:
+                return orig(client, *args, **kwargs)
+        else:
+            span = _start_span(tel, info, args, kwargs, n)
+            span_ctx = span.get_span_context()
+        call_kwargs = dict(kwargs)
+        call_args = args
+        if n > 4:
+            for i in range(4, n):
+                call_kwargs[_PRODUCE_ARGS[i]] = args[i]
+            call_args = args[:4]
+        if span_ctx.is_valid:
+            ctx = otel_context.get_current() if span is None else _set_span_in_context(span)
+            added = tel.injector.carrier_for(ctx, span_ctx)
+            origin = current_origin_ms(ctx)
+            added[_ORIGIN] = str(origin if origin is not None else _time_ns() // 1_000_000)
+            call_kwargs["headers"] = tel.injector.merge(call_kwargs.get("headers"), added)
+        recording = span is not None and span.is_recording()
+        if recording or metering or state.only_error:
+            user_cb = call_kwargs.pop("callback", None) or call_kwargs.get("on_delivery")
+            if user_cb is None:
+                if state.default_known:
+                    user_cb = state.default_cb
+                elif recording or metering:
+                    # Unknown default callback: end the span now (documented).
+                    recording = metering = False
+            if recording or metering or state.only_error:
+                call_kwargs["on_delivery"] = _delivery_callback(
+                    tel, state, info, span if recording else None, user_cb, metering
+                )
+    except Exception as exc:
+        report("producer instrumentation", exc)
+        return orig(client, *args, **kwargs)
+    try:
+        result = orig(client, *call_args, **call_kwargs)
+    except BaseException as exc:
+        if span is not None:
+            _fail(span, exc)
+        raise
+    if span is not None and not recording:
+        span.end()
+    return result
+
+
+_ORIGIN = "kafkaplus-origin-ms"
+
+
+def _start_span(tel: Telemetry, info: _Topic, args: tuple[Any, ...], kwargs: dict[str, Any], n: int) -> Any:
+    attrs = info.attrs.copy()
+    value = args[1] if n > 1 else kwargs.get("value")
+    key = args[2] if n > 2 else kwargs.get("key")
+    partition = args[3] if n > 3 else kwargs.get("partition", -1)
+    if value is None:
+        attrs[sc.MESSAGING_KAFKA_MESSAGE_TOMBSTONE] = True
+    elif type(value) is bytes:
+        attrs[sc.MESSAGING_MESSAGE_BODY_SIZE] = len(value)
+    elif type(value) is str:
+        attrs[sc.MESSAGING_MESSAGE_BODY_SIZE] = len(value.encode("utf-8", "surrogatepass"))
+    if key is not None and tel.options.capture_key:
+        text = sc.key_string(key)
+        if text is not None:
+            attrs[sc.MESSAGING_KAFKA_MESSAGE_KEY] = text
+    if type(partition) is int and partition >= 0:
+        attrs[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
+    opts = tel.options
+    if opts.header_attributes:
+        headers = args[7] if n > 7 else kwargs.get("headers")
+        sc.header_attributes(attrs, headers, opts.header_attributes)
+    span = tel.tracer.start_span(info.name, kind=_SEND_KIND, attributes=attrs)
+    if opts.produce_hook is not None and span.is_recording():
+        try:
+            opts.produce_hook(span, topic=info.attrs[sc.MESSAGING_DESTINATION_NAME], key=key,
+                              value=value, headers=args[7] if n > 7 else kwargs.get("headers"))
+        except Exception as exc:
+            report("produce_hook", exc)
+    return span
+
+
+def _fail(span: Any, exc: BaseException) -> None:
+    try:
+        if span.is_recording():
+            span.set_attribute(sc.ERROR_TYPE, sc.error_type(exc))
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, str(exc)))
+        span.end()
+    except Exception as err:
+        report("producer span", err)
+
+
+def _delivery_callback(
+    tel: Telemetry,
+    state: ProducerState,
+    info: _Topic,
+    span: Any,
+    user_cb: Callable[..., Any] | None,
+    metering: bool,
+) -> Callable[[Any, Any], Any]:
+    start_ns = _time_ns()
+    only_error = state.only_error
+
+    def on_delivery(err: Any, msg: Any) -> Any:
+        token = None
+        try:
+            latency = msg.latency()
+            end_ns = start_ns + int(latency * 1e9) if latency is not None else _time_ns()
+            if span is not None:
+                _record_delivery(span, err, msg, tel)
+                token = otel_context.attach(_set_span_in_context(span))
+            if metering:
+                _record_metrics(tel, info, err, msg, (end_ns - start_ns) / 1e9)
+        except Exception as exc:
+            report("delivery report", exc)
+        try:
+            if user_cb is not None and not (only_error and err is None):
+                return user_cb(err, msg)
+            return None
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+            if span is not None:
+                try:
+                    span.end(end_time=end_ns)
+                except Exception as exc:
+                    report("producer span", exc)
+
+    return on_delivery
+
+
+def _record_delivery(span: Any, err: Any, msg: Any, tel: Telemetry) -> None:
+    if not span.is_recording():
+        return
+    if err is None:
+        partition = msg.partition()
+        offset = msg.offset()
+        if partition is not None and partition >= 0:
+            span.set_attribute(sc.MESSAGING_DESTINATION_PARTITION_ID, str(partition))
+            if tel.options.semconv_dup:
+                span.set_attribute(sc.LEGACY_PARTITION, partition)
+        if offset is not None and offset >= 0:
+            span.set_attribute(sc.MESSAGING_KAFKA_OFFSET, offset)
+            if tel.options.semconv_dup:
+                span.set_attribute(sc.LEGACY_MESSAGE_ID, f"{msg.topic()}.{partition}.{offset}")
+    else:
+        etype = sc.error_type(err)
+        span.set_attribute(sc.ERROR_TYPE, etype)
+        try:
+            desc = err.str()
+        except Exception:
+            desc = etype
+        span.set_status(Status(StatusCode.ERROR, desc))
+
+
+def _record_metrics(tel: Telemetry, info: _Topic, err: Any, msg: Any, seconds: float) -> None:
+    m = tel.metrics
+    if err is None:
+        attrs = info.metric_attrs
+        if tel.options.metrics_partition:
+            attrs = dict(attrs)
+            attrs[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(msg.partition())
+    else:
+        etype = sc.error_type(err)
+        attrs = info.metric_failed.get(etype)  # type: ignore[assignment]
+        if attrs is None:
+            attrs = info.metric_failed[etype] = {**info.metric_attrs, sc.ERROR_TYPE: etype}
+        m.undelivered.add(1, attrs)
+    m.operation_duration.record(seconds, attrs)
+    m.sent.add(1, attrs)
+
+
+def _produce_filtered(
+    client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: dict[str, Any], orig: Any
+) -> Any:
+    """Uninstrumented produce that still honours ``delivery.report.only.error``.
+
+    We turned that setting off in the config, so the app's callback must not
+    see successful reports it did not ask for.
+    """
+    n = len(args)
+    if n > 8 or any(k not in _PRODUCE_KW or _PRODUCE_ARGS.index(k) < n for k in kwargs):
+        return orig(client, *args, **kwargs)
+    call = dict(kwargs)
+    for i in range(4, n):
+        call[_PRODUCE_ARGS[i]] = args[i]
+    user_cb = call.pop("callback", None) or call.get("on_delivery") or state.default_cb
+    if user_cb is not None:
+
+        def only_errors(err: Any, msg: Any) -> Any:
+            if err is not None:
+                return user_cb(err, msg)
+            return None
+
+        call["on_delivery"] = only_errors
+    return orig(client, *args[:4], **call)
+
+
+class Producer(_CProducer):  # type: ignore[misc]
+    """confluent_kafka.Producer, traced. Substituted for the original class."""
+
+    __slots__ = ("_kafkaplus",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        conf = _merged_config(args, kwargs)
+        if conf is not None:
+            if args:
+                args = (prepare_config(args[0]),)
+            kwargs = prepare_config(kwargs)
+        super().__init__(*args, **kwargs)
+        try:
+            self._kafkaplus = ProducerState(conf)
+        except Exception as exc:
+            report("producer setup", exc)
+            self._kafkaplus = ProducerState({})
+
+    def produce(self, *args: Any, **kwargs: Any) -> Any:
+        return produce(self, self._kafkaplus, args, kwargs)
+
+
+def _merged_config(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """The client config as confluent-kafka will see it, or None if malformed."""
+    if args:
+        if len(args) != 1 or not isinstance(args[0], dict):
+            return None
+        return {**args[0], **kwargs}
+    return dict(kwargs)

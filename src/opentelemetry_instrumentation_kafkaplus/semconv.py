@@ -1,0 +1,172 @@
+"""Attribute names and the builders that turn Kafka facts into attributes.
+
+Names come from opentelemetry-semantic-conventions (messaging conventions
+v1.44); anything of our own is defined here, once, and documented in the README.
+Builders run on hot paths, so they work on plain dicts and cache what is fixed
+per client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.semconv._incubating.attributes import messaging_attributes as _m
+from opentelemetry.semconv.attributes import error_attributes as _e
+from opentelemetry.semconv.attributes import server_attributes as _s
+
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"
+
+MESSAGING_SYSTEM = _m.MESSAGING_SYSTEM
+MESSAGING_OPERATION_NAME = _m.MESSAGING_OPERATION_NAME
+MESSAGING_OPERATION_TYPE = _m.MESSAGING_OPERATION_TYPE
+MESSAGING_DESTINATION_NAME = _m.MESSAGING_DESTINATION_NAME
+MESSAGING_DESTINATION_PARTITION_ID = _m.MESSAGING_DESTINATION_PARTITION_ID
+MESSAGING_CONSUMER_GROUP_NAME = _m.MESSAGING_CONSUMER_GROUP_NAME
+MESSAGING_CLIENT_ID = _m.MESSAGING_CLIENT_ID
+MESSAGING_KAFKA_OFFSET = _m.MESSAGING_KAFKA_OFFSET
+MESSAGING_KAFKA_MESSAGE_KEY = _m.MESSAGING_KAFKA_MESSAGE_KEY
+MESSAGING_KAFKA_MESSAGE_TOMBSTONE = _m.MESSAGING_KAFKA_MESSAGE_TOMBSTONE
+MESSAGING_MESSAGE_BODY_SIZE = _m.MESSAGING_MESSAGE_BODY_SIZE
+MESSAGING_BATCH_MESSAGE_COUNT = _m.MESSAGING_BATCH_MESSAGE_COUNT
+SERVER_ADDRESS = _s.SERVER_ADDRESS
+SERVER_PORT = _s.SERVER_PORT
+ERROR_TYPE = _e.ERROR_TYPE
+ERROR_TYPE_OTHER = _e.ErrorTypeValues.OTHER.value
+
+KAFKA = _m.MessagingSystemValues.KAFKA.value
+OP_SEND = _m.MessagingOperationTypeValues.SEND.value
+OP_RECEIVE = _m.MessagingOperationTypeValues.RECEIVE.value
+OP_PROCESS = _m.MessagingOperationTypeValues.PROCESS.value
+OP_SETTLE = _m.MessagingOperationTypeValues.SETTLE.value
+
+# Our own attributes (not in the conventions); documented in the README.
+#: Age of the message when handed to the app: now - message timestamp, in seconds.
+KAFKAPLUS_MESSAGE_AGE = "messaging.kafka.message.age"
+#: Age since the first producer of a multi-hop pipeline, in seconds.
+KAFKAPLUS_MESSAGE_ORIGIN_AGE = "messaging.kafka.message.origin_age"
+
+# Names the legacy opentelemetry-instrumentation-confluent-kafka emits, for the
+# OTEL_SEMCONV_STABILITY_OPT_IN=messaging/dup migration mode.
+LEGACY_DESTINATION = "messaging.destination"
+LEGACY_DESTINATION_KIND = "messaging.destination_kind"
+LEGACY_PARTITION = "messaging.kafka.partition"
+LEGACY_OPERATION = "messaging.operation"
+LEGACY_MESSAGE_ID = "messaging.message.id"
+
+DEFAULT_PORT = 9092
+
+
+def parse_bootstrap(servers: Any) -> tuple[str, int] | None:
+    """First entry of ``bootstrap.servers`` as (host, port).
+
+    Accepts ``host``, ``host:port``, ``[v6]:port`` and ``PROTO://host:port``.
+    """
+    if not isinstance(servers, str):
+        return None
+    first = servers.split(",", 1)[0].strip()
+    if "://" in first:
+        first = first.split("://", 1)[1]
+    if not first:
+        return None
+    if first.startswith("["):
+        host, _, rest = first[1:].partition("]")
+        port_s = rest[1:] if rest.startswith(":") else ""
+    elif first.count(":") == 1:
+        host, _, port_s = first.partition(":")
+    else:
+        host, port_s = first, ""
+    try:
+        port = int(port_s) if port_s else DEFAULT_PORT
+    except ValueError:
+        port = DEFAULT_PORT
+    return (host, port) if host else None
+
+
+def client_attributes(conf: Mapping[str, Any], *, consumer: bool) -> dict[str, Any]:
+    """Attributes fixed for the life of a client; never anything secret."""
+    attrs: dict[str, Any] = {MESSAGING_SYSTEM: KAFKA}
+    client_id = conf.get("client.id")
+    if isinstance(client_id, str) and client_id:
+        attrs[MESSAGING_CLIENT_ID] = client_id
+    if consumer:
+        group = conf.get("group.id")
+        if isinstance(group, str) and group:
+            attrs[MESSAGING_CONSUMER_GROUP_NAME] = group
+    server = parse_bootstrap(conf.get("bootstrap.servers", conf.get("metadata.broker.list")))
+    if server is not None:
+        attrs[SERVER_ADDRESS] = server[0]
+        attrs[SERVER_PORT] = server[1]
+    return attrs
+
+
+def key_string(key: object) -> str | None:
+    """The key as the conventions want it: its UTF-8 text, or nothing."""
+    if key is None:
+        return None
+    if isinstance(key, str):
+        return key
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(key).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
+def error_type(err: Any) -> str:
+    """``error.type`` for a KafkaError or an exception."""
+    try:
+        name = err.name()
+        if isinstance(name, str) and name:
+            return name
+    except Exception:
+        pass
+    if isinstance(err, BaseException):
+        args = getattr(err, "args", ())
+        if args and hasattr(args[0], "name"):
+            return error_type(args[0])
+        return type(err).__qualname__
+    return ERROR_TYPE_OTHER
+
+
+#: Attributes of a span template that also go on metrics (low cardinality).
+METRIC_KEYS = (
+    MESSAGING_SYSTEM,
+    MESSAGING_OPERATION_NAME,
+    MESSAGING_OPERATION_TYPE,
+    MESSAGING_DESTINATION_NAME,
+    MESSAGING_CONSUMER_GROUP_NAME,
+    SERVER_ADDRESS,
+    SERVER_PORT,
+)
+
+
+def header_attributes(attrs: dict[str, Any], headers: Any, wanted: Mapping[str, str]) -> None:
+    """Add ``messaging.header.<name>`` for allow-listed headers (values as str lists).
+
+    Headers are a list of (name, value) pairs or a dict; values that are not
+    UTF-8 are skipped. Nothing outside the allow-list is ever read.
+    """
+    if not headers:
+        return
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    found: dict[str, list[str]] = {}
+    for item in items:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            continue
+        if not isinstance(name, str):
+            continue
+        attr = wanted.get(name.lower())
+        if attr is None:
+            continue
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+        if isinstance(value, str):
+            found.setdefault(attr, []).append(value)
+    attrs.update(found)

@@ -1,0 +1,83 @@
+"""What an active instrumentation shares with every client: tracer, metrics, options.
+
+Clients look up ``ACTIVE.telemetry`` on each call, so ``uninstrument()`` stops
+already-created clients from emitting anything, and ``instrument()`` with new
+providers takes effect everywhere at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
+from opentelemetry.metrics import Meter
+from opentelemetry.trace import NoOpTracer, ProxyTracer, Tracer
+
+from .config import Options
+from .metrics import Metrics
+from .propagation import Injector
+
+
+class Telemetry:
+    """Signals and options of one ``instrument()`` call."""
+
+    def __init__(self, tracer: Tracer, meter: Meter, options: Options, statistics: Any = None):
+        self.tracer = tracer
+        self.options = options
+        self.metrics = Metrics(meter)
+        self.meter = meter
+        self.injector = Injector()
+        self.statistics = statistics
+        self._tracing: bool | None = None
+        self._metering: bool | None = None
+
+    def tracing(self) -> bool:
+        """False while the tracer is the API's no-op (no SDK configured yet).
+
+        A ProxyTracer becomes real when a provider is set later; once it has,
+        we call the real tracer directly and stop checking.
+        """
+        if self._tracing is not None:
+            return self._tracing
+        tracer = self.tracer
+        if isinstance(tracer, ProxyTracer):
+            real = tracer._tracer
+            if isinstance(real, NoOpTracer):
+                return False
+            self.tracer = real
+        elif isinstance(tracer, NoOpTracer):
+            self._tracing = False
+            return False
+        self._tracing = True
+        return True
+
+    def metering(self) -> bool:
+        """False while metrics go nowhere (no MeterProvider set yet)."""
+        if self._metering is not None:
+            return self._metering
+        if not self.metrics.enabled:
+            self._metering = False
+            return False
+        meter = self.meter
+        if hasattr(meter, "_real_meter") and meter._real_meter is None:
+            return False
+        self._metering = True
+        return True
+
+
+def suppressed() -> bool:
+    """True inside ``suppress_instrumentation()``."""
+    return bool(get_value(_SUPPRESS_INSTRUMENTATION_KEY))
+
+
+class _Active:
+    __slots__ = ("telemetry",)
+
+    def __init__(self) -> None:
+        self.telemetry: Telemetry | None = None
+
+
+ACTIVE = _Active()
+
+INVALID_SPAN_CONTEXT = trace.INVALID_SPAN_CONTEXT
