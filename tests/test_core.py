@@ -1,0 +1,458 @@
+"""One trace from produce() to poll(), against real brokers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import confluent_kafka
+import pytest
+from conftest import (
+    assigned_consumer,
+    consumer,
+    poll_messages,
+    produce_and_flush,
+    producer,
+    unique,
+)
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+
+def test_produce_then_poll_is_one_trace(bootstrap, otel):
+    topic = unique()
+    p = producer(bootstrap, **{"client.id": "orders-api"})
+    seen = []
+    p.produce(topic, value=b"hello", key="order-1", partition=0,
+              on_delivery=lambda err, msg: seen.append((err, msg.partition(), msg.offset())))
+    assert p.flush(30) == 0
+    c = assigned_consumer(bootstrap, topic, **{"group.id": "billing", "client.id": "billing-1"})
+    (msg,) = poll_messages(c, 1)
+    c.close()
+
+    send = otel.span(f"send {topic}")
+    process = otel.span(f"process {topic}")
+    assert send.kind is SpanKind.PRODUCER
+    assert process.kind is SpanKind.CONSUMER
+    assert process.context.trace_id == send.context.trace_id
+    assert process.parent.span_id == send.context.span_id
+    assert [link.context.span_id for link in process.links] == [send.context.span_id]
+    assert seen == [(None, 0, msg.offset())]
+
+    host, port = bootstrap.split(":")
+    assert dict(send.attributes) == {
+        "messaging.system": "kafka",
+        "messaging.operation.name": "send",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": topic,
+        "messaging.destination.partition.id": "0",
+        "messaging.kafka.offset": msg.offset(),
+        "messaging.kafka.message.key": "order-1",
+        "messaging.message.body.size": 5,
+        "messaging.client.id": "orders-api",
+        "server.address": host,
+        "server.port": int(port),
+    }
+    attrs = dict(process.attributes)
+    assert attrs.pop("messaging.kafka.message.age") >= 0
+    assert attrs.pop("messaging.kafka.message.origin_age") >= 0
+    assert attrs == {
+        "messaging.system": "kafka",
+        "messaging.operation.name": "process",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": topic,
+        "messaging.destination.partition.id": "0",
+        "messaging.kafka.offset": msg.offset(),
+        "messaging.kafka.message.key": "order-1",
+        "messaging.message.body.size": 5,
+        "messaging.consumer.group.name": "billing",
+        "messaging.client.id": "billing-1",
+        "server.address": host,
+        "server.port": int(port),
+    }
+    assert send.instrumentation_scope.schema_url == "https://opentelemetry.io/schemas/1.44.0"
+
+
+def test_producer_span_ends_on_delivery_with_callback_inside(bootstrap, otel):
+    topic = unique()
+    p = producer(bootstrap)
+    calls = []
+
+    def on_delivery(err, msg):
+        calls.append((err, msg.offset(), trace.get_current_span().get_span_context().span_id,
+                      msg.latency()))
+
+    p.produce(topic, b"x", partition=0, on_delivery=on_delivery)
+    assert otel.spans() == []  # not ended by produce()
+    p.flush(30)
+    send = otel.span(f"send {topic}")
+    assert len(calls) == 1
+    err, offset, current, latency = calls[0]
+    assert err is None and offset == send.attributes["messaging.kafka.offset"]
+    assert current == send.context.span_id
+    # End time is start + librdkafka's reported latency.
+    assert abs((send.end_time - send.start_time) / 1e9 - latency) < 0.002
+
+
+@pytest.mark.parametrize("form", ["on_delivery", "callback", "positional", "config"])
+def test_every_delivery_callback_form_called_once(tansu, otel, form):
+    topic = unique()
+    calls = []
+
+    def cb(err, msg):
+        calls.append((err, msg.topic(), msg.value()))
+
+    conf = {"on_delivery": cb} if form == "config" else {}
+    p = producer(tansu, **conf)
+    if form == "on_delivery":
+        p.produce(topic, b"a", on_delivery=cb)
+    elif form == "callback":
+        p.produce(topic, b"a", callback=cb)
+    elif form == "positional":
+        p.produce(topic, b"a", None, -1, cb)
+    else:
+        p.produce(topic, b"a")
+    p.flush(30)
+    assert calls == [(None, topic, b"a")]
+    assert otel.span(f"send {topic}").attributes["messaging.kafka.offset"] >= 0
+
+
+def test_callback_wins_over_on_delivery_as_without_instrumentation(tansu, otel):
+    topic = unique()
+    calls = []
+    p = producer(tansu)
+    p.produce(topic, b"a", callback=lambda e, m: calls.append("callback"),
+              on_delivery=lambda e, m: calls.append("on_delivery"))
+    p.flush(30)
+    assert calls == ["callback"]
+
+
+def test_user_callback_exception_reaches_app_and_span_ends(tansu, otel):
+    topic = unique()
+    p = producer(tansu)
+
+    def boom(err, msg):
+        raise ValueError("app bug")
+
+    p.produce(topic, b"a", on_delivery=boom)
+    with pytest.raises(ValueError, match="app bug"):
+        p.flush(30)
+    assert otel.span(f"send {topic}").attributes["messaging.kafka.offset"] >= 0
+
+
+def test_headers_kept_not_mutated_and_trace_header_replaced(bootstrap, otel):
+    topic = unique()
+    p = producer(bootstrap)
+    stale = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    as_list = [("app", b"1"), ("traceparent", stale.encode()), ("app", b"2")]
+    as_dict = {"app": "d", "traceparent": stale}
+    list_copy, dict_copy = list(as_list), dict(as_dict)
+    p.produce(topic, b"l", partition=0, headers=as_list)
+    p.produce(topic, b"d", partition=0, headers=as_dict)
+    p.produce(topic, b"n", partition=0)
+    p.flush(30)
+    assert as_list == list_copy and as_dict == dict_copy
+    c = assigned_consumer(bootstrap, topic)
+    msgs = poll_messages(c, 3)
+    c.close()
+    sends = {s.attributes["messaging.kafka.offset"]: s for s in otel.spans() if s.name.startswith("send")}
+    for m in msgs:
+        headers = m.headers()
+        tps = [v for k, v in headers if k == "traceparent"]
+        assert len(tps) == 1
+        span = sends[m.offset()]
+        assert tps[0].decode() == (
+            f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-{span.context.trace_flags:02x}"
+        )
+        app = [(k, v) for k, v in headers if k == "app"]
+        expected = {b"l": [("app", b"1"), ("app", b"2")], b"d": [("app", b"d")], b"n": []}
+        assert app == expected[m.value()]
+
+
+def test_bad_arguments_raise_exactly_as_uninstrumented(mock_cluster, otel):
+    from conftest import original_producer
+
+    plain = original_producer({"bootstrap.servers": mock_cluster})
+    traced = producer(mock_cluster)
+    cases = [
+        ((), {}),
+        (("t",), {"bogus": 1}),
+        (("t", b"v"), {"value": b"w"}),
+        (("t",), {"headers": [("k", 1)]}),
+        (("t",), {"headers": [("k",)]}),
+        (("t",), {"headers": ("k", b"v")}),
+        ((1,), {}),
+        (("t", 5), {}),
+        (("t",), {"partition": "x"}),
+    ]
+    for args, kwargs in cases:
+        outcomes = []
+        for client in (plain, traced):
+            try:
+                outcomes.append(("ok", client.produce(*args, **kwargs)))
+            except Exception as exc:  # noqa: BLE001 - comparing exactly what the app sees
+                outcomes.append((type(exc), str(exc)))
+        assert outcomes[0] == outcomes[1], (args, kwargs)
+    traced.flush(5)
+    plain.flush(5)
+
+
+def test_buffer_error_propagates_and_span_records_it(mock_cluster, otel):
+    topic = unique()
+    p = producer(mock_cluster, **{"queue.buffering.max.messages": 1, "linger.ms": 1000})
+    p.produce(topic, b"1")
+    with pytest.raises(BufferError):
+        p.produce(topic, b"2")
+    failed = [s for s in otel.spans(f"send {topic}") if s.status.status_code is StatusCode.ERROR]
+    assert len(failed) == 1
+    assert failed[0].attributes["error.type"] == "BufferError"
+    p.flush(30)
+    assert len(otel.spans(f"send {topic}")) == 2
+
+
+def test_delivery_failure_sets_error_type(otel):
+    topic = unique()
+    from conftest import free_port
+
+    p = producer(f"127.0.0.1:{free_port()}", **{"message.timeout.ms": 300})
+    errors = []
+    p.produce(topic, b"x", on_delivery=lambda e, m: errors.append(e.name()))
+    p.flush(10)
+    send = otel.span(f"send {topic}")
+    assert errors == ["_MSG_TIMED_OUT"]
+    assert send.attributes["error.type"] == "_MSG_TIMED_OUT"
+    assert send.status.status_code is StatusCode.ERROR
+    assert "messaging.kafka.offset" not in send.attributes
+
+
+def test_empty_polls_errors_no_span_tombstones_and_empty_values_traced(bootstrap, otel):
+    topic = unique()
+    p = producer(bootstrap)
+    p.produce(topic, None, key=b"gone", partition=0)
+    p.produce(topic, b"", partition=0)
+    p.flush(30)
+    c = assigned_consumer(bootstrap, topic, **{"enable.partition.eof": True})
+    got, eof = [], 0
+    for _ in range(60):
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error() is not None:
+            eof += 1
+            if len(got) == 2:
+                break
+            continue
+        got.append(m)
+    c.close()
+    assert len(got) == 2 and eof >= 1
+    spans = sorted(otel.spans(f"process {topic}"), key=lambda s: s.attributes["messaging.kafka.offset"])
+    assert len(spans) == 2
+    assert spans[0].attributes["messaging.kafka.message.tombstone"] is True
+    assert spans[0].attributes["messaging.kafka.message.key"] == "gone"
+    assert "messaging.message.body.size" not in spans[0].attributes
+    assert spans[1].attributes["messaging.message.body.size"] == 0
+    assert "messaging.kafka.message.tombstone" not in spans[1].attributes
+
+
+def test_process_span_current_until_next_poll_and_not_in_other_threads(tansu, otel):
+    topic = unique()
+    p = producer(tansu)
+    produce_and_flush(p, topic, 2)
+    c = assigned_consumer(tansu, topic)
+    first = poll_messages(c, 1)[0]
+    current = trace.get_current_span()
+    assert current.is_recording() and current.attributes["messaging.kafka.offset"] == first.offset()
+    other = []
+    t = threading.Thread(target=lambda: other.append(trace.get_current_span().get_span_context().is_valid))
+    t.start()
+    t.join()
+    assert other == [False]
+    assert otel.spans(f"process {topic}") == []
+    poll_messages(c, 1)
+    assert len(otel.spans(f"process {topic}")) == 1
+    c.close()
+    assert len(otel.spans(f"process {topic}")) == 2
+    assert not trace.get_current_span().get_span_context().is_valid
+
+
+def test_polling_from_many_threads_logs_no_detach_errors(tansu, otel, caplog):
+    topic = unique()
+    p = producer(tansu)
+    produce_and_flush(p, topic, 40)
+    c = assigned_consumer(tansu, topic)
+    got = []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(40):
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                with lock:
+                    got.append((m.offset(), trace.get_current_span().attributes["messaging.kafka.offset"]))
+
+    with caplog.at_level(logging.DEBUG):
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        c.close()
+    assert sorted(o for o, _ in got) == list(range(40))
+    assert all(offset == current for offset, current in got)
+    assert "Failed to detach context" not in caplog.text
+    spans = otel.spans(f"process {topic}")
+    assert len(spans) == 40
+    sends = {s.context.span_id for s in otel.spans(f"send {topic}")}
+    assert {s.parent.span_id for s in spans} == sends
+
+
+def test_consume_batch_poll_span_links_every_message(tansu, otel):
+    topic = unique()
+    p = producer(tansu)
+    produce_and_flush(p, topic, 5)
+    c = assigned_consumer(tansu, topic)
+    msgs = []
+    for _ in range(20):
+        msgs += [m for m in c.consume(10, 1.0) if m.error() is None]
+        if len(msgs) >= 5:
+            break
+    c.close()
+    assert len(msgs) == 5
+    sends = {s.attributes["messaging.kafka.offset"]: s for s in otel.spans(f"send {topic}")}
+    polls = otel.spans(f"poll {topic}")
+    processes = otel.spans(f"process {topic}")
+    assert len(polls) == len(processes) >= 1
+    linked = [(link.context.span_id, link.attributes["messaging.kafka.offset"]) for s in polls for link in s.links]
+    assert sorted(linked, key=lambda x: x[1]) == [(sends[o].context.span_id, o) for o in range(5)]
+    assert sum(s.attributes["messaging.batch.message_count"] for s in polls) == 5
+    for s in polls:
+        assert s.kind is SpanKind.CLIENT
+        assert s.attributes["messaging.operation.type"] == "receive"
+    for s in processes:
+        assert s.kind is SpanKind.CONSUMER and s.parent is None
+        assert len(s.links) == s.attributes["messaging.batch.message_count"]
+
+
+def test_message_without_context_starts_a_new_root(mock_cluster, otel):
+    from conftest import original_producer
+
+    topic = unique()
+    plain = original_producer({"bootstrap.servers": mock_cluster})
+    plain.produce(topic, b"x", partition=0, headers=[("traceparent", b"\xff\xfe garbage")])
+    plain.flush(10)
+    c = assigned_consumer(mock_cluster, topic)
+    tracer = otel.tracer_provider.get_tracer("app")
+    with tracer.start_as_current_span("worker") as worker:
+        poll_messages(c, 1)
+    c.close()
+    process = otel.span(f"process {topic}")
+    assert process.parent is None
+    assert [link.context.span_id for link in process.links] == [worker.get_span_context().span_id]
+
+
+def test_link_mode_starts_from_ambient_and_links_producer(mock_cluster, otel_factory):
+    otel = otel_factory(consumer_context_mode="link")
+    topic = unique()
+    produce_and_flush(producer(mock_cluster), topic)
+    c = assigned_consumer(mock_cluster, topic)
+    poll_messages(c, 1)
+    c.close()
+    send = otel.span(f"send {topic}")
+    process = otel.span(f"process {topic}")
+    assert process.context.trace_id != send.context.trace_id
+    assert process.parent is None
+    assert [link.context.span_id for link in process.links] == [send.context.span_id]
+
+
+def test_uninstrument_restores_classes_and_silences_existing_clients(mock_cluster, otel_factory):
+    from conftest import ORIGINALS
+
+    otel = otel_factory()
+    p = producer(mock_cluster)
+    original = ORIGINALS["Producer"]
+    assert type(p) is not original and isinstance(p, original)
+    otel.instrumentor.instrument()  # twice: no change
+    assert confluent_kafka.Producer.__mro__[1] is original
+    otel.instrumentor.uninstrument()
+    assert confluent_kafka.Producer is original
+    assert confluent_kafka.cimpl.Consumer is ORIGINALS["Consumer"]
+    topic = unique()
+    produce_and_flush(p, topic)
+    assert otel.spans() == []
+
+
+def test_suppress_instrumentation_means_no_span_no_headers(mock_cluster, otel):
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    topic = unique()
+    p = producer(mock_cluster)
+    with suppress_instrumentation():
+        produce_and_flush(p, topic)
+    c = assigned_consumer(mock_cluster, topic)
+    (m,) = poll_messages(c, 1)
+    c.close()
+    assert m.headers() is None
+    assert otel.spans(f"send {topic}") == []
+
+
+def test_parent_based_sampler_follows_the_producer_decision(mock_cluster, otel_factory):
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    otel = otel_factory(sampler=ParentBased(ALWAYS_OFF))
+    topic = unique()
+    tracer = otel.tracer_provider.get_tracer("app")
+    p = producer(mock_cluster)
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    sampled = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1)))
+    with trace.use_span(sampled):
+        p.produce(topic, b"sampled", partition=0)
+    p.produce(topic, b"unsampled", partition=0)  # ALWAYS_OFF root
+    p.flush(10)
+    del tracer
+    c = assigned_consumer(mock_cluster, topic)
+    poll_messages(c, 2)
+    c.close()
+    sends = otel.spans(f"send {topic}")
+    processes = otel.spans(f"process {topic}")
+    assert [s.context.trace_id for s in sends] == [0xABC]
+    assert [s.context.trace_id for s in processes] == [0xABC]
+
+
+def test_baggage_survives_the_hop(mock_cluster, otel):
+    from opentelemetry import baggage, context
+
+    topic = unique()
+    p = producer(mock_cluster)
+    token = context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        produce_and_flush(p, topic)
+    finally:
+        context.detach(token)
+    c = assigned_consumer(mock_cluster, topic)
+    poll_messages(c, 1)
+    assert baggage.get_baggage("tenant") == "acme"
+    c.close()
+    assert baggage.get_baggage("tenant") is None
+
+
+def test_forwarding_headers_carries_one_new_context(mock_cluster, otel):
+    src, dst = unique("in"), unique("out")
+    p = producer(mock_cluster)
+    produce_and_flush(p, src)
+    c = assigned_consumer(mock_cluster, src)
+    (m,) = poll_messages(c, 1)
+    p.produce(dst, m.value(), partition=0, headers=m.headers())
+    p.flush(10)
+    c.close()
+    c2 = assigned_consumer(mock_cluster, dst)
+    (out,) = poll_messages(c2, 1)
+    c2.close()
+    process_in = otel.span(f"process {src}")
+    send_out = otel.span(f"send {dst}")
+    assert send_out.parent.span_id == process_in.context.span_id
+    tps = [v for k, v in out.headers() if k == "traceparent"]
+    assert len(tps) == 1 and f"{send_out.context.span_id:016x}".encode() in tps[0]
+    origins = [v for k, v in out.headers() if k == "kafkaplus-origin-ms"]
+    first = [v for k, v in m.headers() if k == "kafkaplus-origin-ms"]
+    assert origins == first  # the first producer's time survives the hop
