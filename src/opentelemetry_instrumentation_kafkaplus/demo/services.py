@@ -1,0 +1,108 @@
+"""The demo pipeline's three services, written as an app team writes them: no OpenTelemetry.
+
+    python -m opentelemetry_instrumentation_kafkaplus.demo.services ingest|enrich|sink
+
+Run under ``opentelemetry-instrument`` they are traced by kafkaplus with zero
+code changes. Settings come from environment variables set by ``kafkaplus demo``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from confluent_kafka import Consumer, KafkaException, Producer
+
+BOOTSTRAP = os.environ.get("DEMO_BOOTSTRAP", "127.0.0.1:9092")
+RAW = os.environ.get("DEMO_TOPIC_RAW", "orders.raw")
+ENRICHED = os.environ.get("DEMO_TOPIC_ENRICHED", "orders.enriched")
+COUNT = int(os.environ.get("DEMO_MESSAGES", "5"))
+DEADLINE = time.monotonic() + float(os.environ.get("DEMO_TIMEOUT", "40"))
+LINGER_MS = os.environ.get("DEMO_LINGER_MS", "5")
+BATCH_SIZE = os.environ.get("DEMO_BATCH_SIZE", "16384")
+CONSUME_BATCH = int(os.environ.get("DEMO_CONSUME_BATCH", "0"))
+
+GROUP = {
+    "session.timeout.ms": 6000,
+    "max.poll.interval.ms": 7000,
+    "heartbeat.interval.ms": 500,
+    "auto.offset.reset": "earliest",
+}
+
+
+def _producer(name: str) -> Producer:
+    return Producer({
+        "bootstrap.servers": BOOTSTRAP, "client.id": name,
+        "linger.ms": LINGER_MS, "batch.size": BATCH_SIZE,
+    })  # fmt: skip
+
+
+def _consumer(group: str, topic: str) -> Consumer:
+    c = Consumer({
+        "bootstrap.servers": BOOTSTRAP, "group.id": group, "client.id": group,
+        "fetch.wait.max.ms": 50, **GROUP,
+    })  # fmt: skip
+    # Tell the demo when the group has assigned us partitions, so the ingest
+    # starts into a pipeline that is ready.
+    c.subscribe([topic], on_assign=lambda consumer, parts: print("ready", flush=True))
+    return c
+
+
+def _messages(c: Consumer):  # type: ignore[no-untyped-def]
+    """Yield messages until COUNT arrived; exit non-zero at the deadline."""
+    seen = 0
+    while seen < COUNT:
+        if time.monotonic() > DEADLINE:
+            print(f"timed out after {seen} of {COUNT} messages", file=sys.stderr)
+            sys.exit(3)
+        batch = c.consume(CONSUME_BATCH, 0.5) if CONSUME_BATCH else [c.poll(0.5)]
+        for msg in batch:
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().fatal():
+                    raise KafkaException(msg.error())
+                continue
+            seen += 1
+            yield msg
+
+
+def ingest() -> None:
+    p = _producer("ingest")
+    failed = []
+    for i in range(COUNT):
+        order = {"order_id": f"o-{i:04d}", "amount": 10 + i, "currency": "EUR"}
+        p.produce(RAW, json.dumps(order).encode(), key=order["order_id"],
+                  on_delivery=lambda err, msg: failed.append(err) if err else None)
+        p.poll(0)
+        time.sleep(0.02)
+    if p.flush(15) or failed:
+        sys.exit(f"ingest: {len(failed)} deliveries failed")
+
+
+def enrich() -> None:
+    c = _consumer("enricher", RAW)
+    p = _producer("enricher")
+    for msg in _messages(c):
+        order = json.loads(msg.value())
+        order["amount_usd"] = round(order["amount"] * 1.08, 2)
+        time.sleep(0.01)  # a lookup in a reference table
+        p.produce(ENRICHED, json.dumps(order).encode(), key=msg.key(), headers=msg.headers())
+        p.poll(0)
+    p.flush(15)
+    c.commit(asynchronous=False)
+    c.close()
+
+
+def sink() -> None:
+    c = _consumer("sink", ENRICHED)
+    for _msg in _messages(c):
+        time.sleep(0.015)  # write to the warehouse
+    c.commit(asynchronous=False)
+    c.close()
+
+
+if __name__ == "__main__":
+    {"ingest": ingest, "enrich": enrich, "sink": sink}[sys.argv[1]]()
