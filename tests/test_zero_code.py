@@ -1,0 +1,90 @@
+"""The zero-code path: services with no OpenTelemetry code, run under opentelemetry-instrument.
+
+The demo's three services (ingest -> enricher -> sink) run as separate processes
+against tansu and export OTLP/HTTP to a receiver started by the test.
+"""
+
+from __future__ import annotations
+
+
+
+from opentelemetry_instrumentation_kafkaplus.demo import (
+    main as demo_main,
+)
+from opentelemetry_instrumentation_kafkaplus.demo import (
+    run_pipeline,
+    wait_for_spans,
+)
+from opentelemetry_instrumentation_kafkaplus.demo.receiver import Receiver
+
+
+def _by_trace(spans):
+    out = {}
+    for s in spans:
+        out.setdefault(s.trace_id, []).append(s)
+    return out
+
+
+def test_pipeline_under_opentelemetry_instrument_is_one_trace_per_message(tansu):
+    receiver = Receiver()
+    try:
+        topics = run_pipeline(tansu, receiver, messages=3, timeout=40, unique_topics=True)
+        wait_for_spans(receiver, 12)
+    finally:
+        receiver.close()
+    raw, enriched = topics["DEMO_TOPIC_RAW"], topics["DEMO_TOPIC_ENRICHED"]
+    traces = _by_trace(receiver.spans)
+    assert len(traces) == 3
+    for spans in traces.values():
+        by_name = {(s.service, s.name): s for s in spans}
+        assert set(by_name) == {
+            ("ingest", f"send {raw}"),
+            ("enricher", f"process {raw}"),
+            ("enricher", f"send {enriched}"),
+            ("sink", f"process {enriched}"),
+        }
+        send_raw = by_name["ingest", f"send {raw}"]
+        proc_raw = by_name["enricher", f"process {raw}"]
+        send_enr = by_name["enricher", f"send {enriched}"]
+        proc_enr = by_name["sink", f"process {enriched}"]
+        assert proc_raw.parent_id == send_raw.span_id
+        assert send_enr.parent_id == proc_raw.span_id
+        assert proc_enr.parent_id == send_enr.span_id
+        for producer_span, consumer_span in ((send_raw, proc_raw), (send_enr, proc_enr)):
+            for key in ("messaging.destination.partition.id", "messaging.kafka.offset"):
+                assert producer_span.attributes[key] == consumer_span.attributes[key]
+        assert proc_enr.attributes["messaging.consumer.group.name"] == "sink"
+        assert send_raw.attributes["messaging.client.id"] == "ingest"
+
+
+def test_demo_relays_to_the_users_otlp_endpoint(mock_cluster, monkeypatch, capsys):
+    backend = Receiver()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", backend.endpoint)
+        rc = demo_main(["--bootstrap-servers", mock_cluster, "--messages", "2"])
+        out = capsys.readouterr().out
+    finally:
+        backend.close()
+    assert rc == 0, out
+    assert "3 services" in out and f"also sent to {backend.endpoint}: ok" in out
+    services = {s.service for s in backend.spans}
+    assert services == {"ingest", "enricher", "sink"}
+    assert len(backend.spans) == 8
+    assert all(len(line) <= 80 for line in out.splitlines())
+
+
+def test_demo_fails_clearly_when_the_broker_is_unreachable(capsys):
+    from conftest import free_port
+
+    rc = demo_main(["--bootstrap-servers", f"127.0.0.1:{free_port()}", "--timeout", "5"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "not reachable" in err or "could not create topic" in err
+
+
+def test_demo_prints_a_waterfall(capsys):
+    assert demo_main(["--messages", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "ingest    send orders.raw" in out
+    assert "sink" in out and "process orders.enriched" in out
+    assert "\x1b[" not in out  # no colour when not a TTY
