@@ -33,6 +33,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
 
+from . import clientconfig
 from . import semconv as sc
 from ._errors import report
 from .propagation import extract, headers_carrier, origin_ms, with_origin
@@ -387,12 +388,13 @@ def close(
 class Consumer(_CConsumer):  # type: ignore[misc]
     """confluent_kafka.Consumer, traced. Substituted for the original class."""
 
-    __slots__ = ("_kafkaplus",)
+    __slots__ = ("_kafkaplus", "_kafkaplus_stats")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        args, kwargs, conf, stats_cb = clientconfig.prepare(args, kwargs, producer=False)
         super().__init__(*args, **kwargs)
+        self._kafkaplus_stats = stats_cb
         try:
-            conf = {**args[0], **kwargs} if args and isinstance(args[0], dict) else dict(kwargs)
             self._kafkaplus = ConsumerState(conf)
         except Exception as exc:
             report("consumer setup", exc)
@@ -405,4 +407,8 @@ class Consumer(_CConsumer):  # type: ignore[misc]
         return consume(self, self._kafkaplus, args, kwargs)
 
     def close(self, *args: Any, **kwargs: Any) -> Any:
-        return close(self, self._kafkaplus, args, kwargs)
+        try:
+            return close(self, self._kafkaplus, args, kwargs)
+        finally:
+            if self._kafkaplus_stats is not None:
+                self._kafkaplus_stats.forget()

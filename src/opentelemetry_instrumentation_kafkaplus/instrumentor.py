@@ -34,9 +34,10 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     options and their environment variables are listed in the README.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._patched: list[tuple[Any, str, Any]] = []
+    # BaseInstrumentor is a singleton whose __init__ runs on every
+    # KafkaPlusInstrumentor(): state lives on the class, not set in __init__.
+    _patched: list[tuple[Any, str, Any]] = []
+    _bridges: dict[int, Any] = {}
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -55,7 +56,13 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         meter = metrics.get_meter(
             _NAME, __version__, kwargs.get("meter_provider"), schema_url=SCHEMA_URL
         )
-        ACTIVE.telemetry = Telemetry(tracer, meter, options)
+        from .statistics import StatisticsBridge
+
+        bridge = self._bridges.get(id(meter))
+        if bridge is None:
+            # One bridge per meter: its observable instruments register once.
+            bridge = self._bridges[id(meter)] = StatisticsBridge(meter)
+        ACTIVE.telemetry = Telemetry(tracer, meter, options, statistics=bridge)
         originals = {cimpl.Producer: Producer, cimpl.Consumer: Consumer}
         for module in (confluent_kafka, cimpl):
             self._set(module, "Producer", Producer)

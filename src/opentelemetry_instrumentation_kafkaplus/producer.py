@@ -22,6 +22,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from . import clientconfig
 from . import semconv as sc
 from ._errors import report
 from .propagation import current_origin_ms
@@ -89,22 +90,6 @@ class ProducerState:
         if info is None:
             info = self.topics[topic] = _Topic(self, topic, tel)
         return info
-
-
-def prepare_config(conf: Any) -> Any:
-    """The config librdkafka gets: delivery reports for every message.
-
-    With ``delivery.report.only.error`` librdkafka would never report a
-    success, so our spans could not end; we turn it off and filter the app's
-    callback ourselves, so the app sees exactly what it asked for.
-    """
-    if isinstance(conf, dict) and str(conf.get("delivery.report.only.error", "")).lower() in (
-        "true",
-        "1",
-    ):
-        conf = dict(conf)
-        conf["delivery.report.only.error"] = False
-    return conf
 
 
 def produce(
@@ -337,15 +322,12 @@ def _produce_filtered(
 class Producer(_CProducer):  # type: ignore[misc]
     """confluent_kafka.Producer, traced. Substituted for the original class."""
 
-    __slots__ = ("_kafkaplus",)
+    __slots__ = ("_kafkaplus", "_kafkaplus_stats")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        conf = _merged_config(args, kwargs)
-        if conf is not None:
-            if args:
-                args = (prepare_config(args[0]),)
-            kwargs = prepare_config(kwargs)
+        args, kwargs, conf, stats_cb = clientconfig.prepare(args, kwargs, producer=True)
         super().__init__(*args, **kwargs)
+        self._kafkaplus_stats = stats_cb
         try:
             self._kafkaplus = ProducerState(conf)
         except Exception as exc:
@@ -354,12 +336,3 @@ class Producer(_CProducer):  # type: ignore[misc]
 
     def produce(self, *args: Any, **kwargs: Any) -> Any:
         return produce(self, self._kafkaplus, args, kwargs)
-
-
-def _merged_config(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
-    """The client config as confluent-kafka will see it, or None if malformed."""
-    if args:
-        if len(args) != 1 or not isinstance(args[0], dict):
-            return None
-        return {**args[0], **kwargs}
-    return dict(kwargs)
