@@ -6,8 +6,6 @@ against tansu and export OTLP/HTTP to a receiver started by the test.
 
 from __future__ import annotations
 
-
-
 from opentelemetry_instrumentation_kafkaplus.demo import (
     main as demo_main,
 )

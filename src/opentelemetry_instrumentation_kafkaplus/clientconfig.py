@@ -59,8 +59,11 @@ def prepare(
 
                 user_cb = conf.get("stats_cb")
                 group = conf.get("group.id") if not producer else None
-                stats_cb = make_stats_cb(bridge, user_cb if callable(user_cb) else None,
-                                         group_id=group if isinstance(group, str) else None)
+                stats_cb = make_stats_cb(
+                    bridge,
+                    user_cb if callable(user_cb) else None,
+                    group_id=group if isinstance(group, str) else None,
+                )
                 if user_cb is None or callable(user_cb):
                     changes["stats_cb"] = stats_cb
                     changes["statistics.interval.ms"] = interval

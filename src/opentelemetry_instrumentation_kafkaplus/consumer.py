@@ -55,7 +55,14 @@ _TS_NOT_AVAILABLE = 0
 
 
 class _Topic:
-    __slots__ = ("excluded", "metric_attrs", "poll_attrs", "poll_name", "process_attrs", "process_name")
+    __slots__ = (
+        "excluded",
+        "metric_attrs",
+        "poll_attrs",
+        "poll_name",
+        "process_attrs",
+        "process_name",
+    )
 
     def __init__(self, state: ConsumerState, topic: str | None, tel: Telemetry) -> None:
         opts = tel.options
@@ -136,7 +143,9 @@ def end_open(state: ConsumerState) -> None:
                 otel_context.attach(item.prev)
             tel = ACTIVE.telemetry
             if item.metric_attrs is not None and tel is not None:
-                tel.metrics.process_duration.record((end_ns - item.start_ns) / 1e9, item.metric_attrs)
+                tel.metrics.process_duration.record(
+                    (end_ns - item.start_ns) / 1e9, item.metric_attrs
+                )
         except Exception as exc:
             report("process span end", exc)
 
@@ -314,8 +323,11 @@ def _process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start:
             ts_type, ts = msg.timestamp()
             if ts_type != _TS_NOT_AVAILABLE and ts > 0:
                 m.message_age.record(max((now / 1e6 - ts) / 1e3, 0.0), info.metric_attrs)
-        receive_attrs = {**batch.metric_attrs, sc.MESSAGING_OPERATION_NAME: "poll",
-                         sc.MESSAGING_OPERATION_TYPE: sc.OP_RECEIVE}
+        receive_attrs = {
+            **batch.metric_attrs,
+            sc.MESSAGING_OPERATION_NAME: "poll",
+            sc.MESSAGING_OPERATION_TYPE: sc.OP_RECEIVE,
+        }
         m.operation_duration.record((now - start) / 1e9, receive_attrs)
     if not tracing:
         state.open.append(_Open(_NOOP_SPAN, None, None, now, batch.metric_attrs))
@@ -385,7 +397,7 @@ def close(
     return orig(client, *args, **kwargs)
 
 
-class Consumer(_CConsumer):  # type: ignore[misc]
+class Consumer(_CConsumer):
     """confluent_kafka.Consumer, traced. Substituted for the original class."""
 
     __slots__ = ("_kafkaplus", "_kafkaplus_stats")

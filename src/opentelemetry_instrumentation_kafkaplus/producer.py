@@ -67,7 +67,7 @@ class _Topic:
 class ProducerState:
     """What a producer keeps from its config: nothing secret, nothing unused."""
 
-    __slots__ = ("base_attrs", "default_cb", "default_known", "only_error", "topics", "tel")
+    __slots__ = ("base_attrs", "default_cb", "default_known", "only_error", "tel", "topics")
 
     def __init__(self, conf: Mapping[str, Any] | None) -> None:
         known = conf is not None
@@ -171,7 +171,9 @@ def produce(
 _ORIGIN = "kafkaplus-origin-ms"
 
 
-def _start_span(tel: Telemetry, info: _Topic, args: tuple[Any, ...], kwargs: dict[str, Any], n: int) -> Any:
+def _start_span(
+    tel: Telemetry, info: _Topic, args: tuple[Any, ...], kwargs: dict[str, Any], n: int
+) -> Any:
     attrs = info.attrs.copy()
     value = args[1] if n > 1 else kwargs.get("value")
     key = args[2] if n > 2 else kwargs.get("key")
@@ -195,8 +197,13 @@ def _start_span(tel: Telemetry, info: _Topic, args: tuple[Any, ...], kwargs: dic
     span = tel.tracer.start_span(info.name, kind=_SEND_KIND, attributes=attrs)
     if opts.produce_hook is not None and span.is_recording():
         try:
-            opts.produce_hook(span, topic=info.attrs[sc.MESSAGING_DESTINATION_NAME], key=key,
-                              value=value, headers=args[7] if n > 7 else kwargs.get("headers"))
+            opts.produce_hook(
+                span,
+                topic=info.attrs[sc.MESSAGING_DESTINATION_NAME],
+                key=key,
+                value=value,
+                headers=args[7] if n > 7 else kwargs.get("headers"),
+            )
         except Exception as exc:
             report("produce_hook", exc)
     return span
@@ -319,7 +326,7 @@ def _produce_filtered(
     return orig(client, *args[:4], **call)
 
 
-class Producer(_CProducer):  # type: ignore[misc]
+class Producer(_CProducer):
     """confluent_kafka.Producer, traced. Substituted for the original class."""
 
     __slots__ = ("_kafkaplus", "_kafkaplus_stats")

@@ -95,7 +95,9 @@ def _is_default_w3c(prop: TextMapPropagator) -> bool:
     inner = getattr(prop, "_propagators", None)
     if not isinstance(inner, list) or len(inner) != 2:
         return False
-    return type(inner[0]) is TraceContextTextMapPropagator and type(inner[1]) is W3CBaggagePropagator
+    return (
+        type(inner[0]) is TraceContextTextMapPropagator and type(inner[1]) is W3CBaggagePropagator
+    )
 
 
 class Injector:

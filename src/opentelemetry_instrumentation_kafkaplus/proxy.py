@@ -41,7 +41,7 @@ def instrument_consumer(consumer: Any, config: Mapping[str, Any] | None = None) 
     return _ConsumerProxy(consumer, ConsumerState(dict(config) if config is not None else None))
 
 
-class _ProducerProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class _ProducerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]
     def __init__(self, wrapped: Any, state: Any) -> None:
         super().__init__(wrapped)
         self._self_kafkaplus = state
@@ -53,7 +53,7 @@ class _ProducerProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         return produce(w, self._self_kafkaplus, args, kwargs, type(w).produce)
 
 
-class _ConsumerProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class _ConsumerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]
     def __init__(self, wrapped: Any, state: Any) -> None:
         super().__init__(wrapped)
         self._self_kafkaplus = state

@@ -67,7 +67,7 @@ def broker(kind: str, bootstrap: str | None) -> Iterator[str]:
 def ensure_topics(bootstrap: str, topics: list[str]) -> None:
     """Create the topics (AdminClient; the mock cluster auto-creates on metadata)."""
     from confluent_kafka import cimpl
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined,unused-ignore]
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     try:
@@ -101,13 +101,17 @@ def run_pipeline(bootstrap: str, receiver: Receiver, messages: int, timeout: flo
     """Run the three services to completion; returns the topic names used."""
     # A fresh embedded broker each run; on the user's cluster, fresh topic names.
     suffix = f".{uuid.uuid4().hex[:6]}" if unique_topics else ""
-    topics = {"DEMO_TOPIC_RAW": f"orders.raw{suffix}", "DEMO_TOPIC_ENRICHED": f"orders.enriched{suffix}"}
+    topics = {
+        "DEMO_TOPIC_RAW": f"orders.raw{suffix}",
+        "DEMO_TOPIC_ENRICHED": f"orders.enriched{suffix}",
+    }
     ensure_topics(bootstrap, list(topics.values()))
     base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
     base.update(topics)
     base.update({
         "DEMO_BOOTSTRAP": bootstrap, "DEMO_MESSAGES": str(messages), "DEMO_TIMEOUT": str(timeout),
-        "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "none",
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint + "/v1/traces",
         "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": receiver.endpoint + "/v1/metrics",
@@ -198,7 +202,7 @@ def _latest(receiver: Receiver, name: str, service: str | None = None) -> list[A
 
 def metrics_summary(receiver: Receiver) -> str:
     def total(name: str, service: str | None = None) -> float:
-        return sum(p.value for p in _latest(receiver, name, service))
+        return float(sum(p.value for p in _latest(receiver, name, service)))
 
     def mean(name: str, service: str | None = None) -> str:
         pts = _latest(receiver, name, service)
@@ -214,7 +218,8 @@ def metrics_summary(receiver: Receiver) -> str:
         ("messages consumed (enricher, sink)",
          f"{int(total('messaging.client.consumed.messages', 'enricher'))}, "
          f"{int(total('messaging.client.consumed.messages', 'sink'))}"),
-        ("mean send duration (produce -> ack)", mean("messaging.client.operation.duration", "ingest")),
+        ("mean send duration (produce -> ack)",
+         mean("messaging.client.operation.duration", "ingest")),
         ("mean message age at sink", mean("kafka.message.age", "sink")),
         ("mean age since origin at sink", mean("kafka.message.origin_age", "sink")),
         ("max consumer lag", lag_s),
@@ -226,30 +231,36 @@ def metrics_summary(receiver: Receiver) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="kafkaplus demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--broker", choices=("mock", "tansu"), default="mock",
-                    help="embedded broker: librdkafka's mock cluster (default) or tansu")
+    ap.add_argument(
+        "--broker",
+        choices=("mock", "tansu"),
+        default="mock",
+        help="embedded broker: librdkafka's mock cluster (default) or tansu",
+    )
     ap.add_argument("--bootstrap-servers", help="use your own cluster instead (HOST:PORT)")
     ap.add_argument("--messages", type=int, default=5, help="orders to push through (default 5)")
     ap.add_argument("--timeout", type=float, default=40.0, help="seconds before giving up")
-    ap.add_argument("--tune", action="store_true", help="compare producer/consumer settings")
     args = ap.parse_args(argv)
-    if args.tune:
-        from .tune import main as tune_main
-
-        return tune_main(args)
     forward = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     receiver = Receiver(forward, os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", ""))
     try:
         with broker(args.broker, args.bootstrap_servers) as bootstrap:
-            print(f"broker: {args.bootstrap_servers and 'yours' or args.broker} at {bootstrap}")
+            print(f"broker: {(args.bootstrap_servers and 'yours') or args.broker} at {bootstrap}")
             print(f"pipeline: ingest -> orders.raw -> enricher -> orders.enriched -> sink "
                   f"({args.messages} orders)")  # fmt: skip
-            run_pipeline(bootstrap, receiver, args.messages, args.timeout,
-                         unique_topics=bool(args.bootstrap_servers))
+            run_pipeline(
+                bootstrap,
+                receiver,
+                args.messages,
+                args.timeout,
+                unique_topics=bool(args.bootstrap_servers),
+            )
             wait_for_spans(receiver, 4 * args.messages)
         spans = pick_trace(receiver)
         if len({s.service for s in spans}) < 3:
-            raise DemoError(f"no trace reached all three services ({len(receiver.spans)} spans received)")
+            raise DemoError(
+                f"no trace reached all three services ({len(receiver.spans)} spans received)"
+            )
         print()
         print(render(spans))
         print()

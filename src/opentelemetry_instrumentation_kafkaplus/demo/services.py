@@ -12,8 +12,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 
 BOOTSTRAP = os.environ.get("DEMO_BOOTSTRAP", "127.0.0.1:9092")
 RAW = os.environ.get("DEMO_TOPIC_RAW", "orders.raw")
@@ -50,7 +51,7 @@ def _consumer(group: str, topic: str) -> Consumer:
     return c
 
 
-def _messages(c: Consumer):  # type: ignore[no-untyped-def]
+def _messages(c: Consumer) -> Iterator[Message]:
     """Yield messages until COUNT arrived; exit non-zero at the deadline."""
     seen = 0
     while seen < COUNT:
@@ -61,9 +62,10 @@ def _messages(c: Consumer):  # type: ignore[no-untyped-def]
         for msg in batch:
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().fatal():
-                    raise KafkaException(msg.error())
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
                 continue
             seen += 1
             yield msg
@@ -73,9 +75,14 @@ def ingest() -> None:
     p = _producer("ingest")
     failed = []
     for i in range(COUNT):
-        order = {"order_id": f"o-{i:04d}", "amount": 10 + i, "currency": "EUR"}
-        p.produce(RAW, json.dumps(order).encode(), key=order["order_id"],
-                  on_delivery=lambda err, msg: failed.append(err) if err else None)
+        order_id = f"o-{i:04d}"
+        order = {"order_id": order_id, "amount": 10 + i, "currency": "EUR"}
+        p.produce(
+            RAW,
+            json.dumps(order).encode(),
+            key=order_id,
+            on_delivery=lambda err, msg: failed.append(err) if err else None,
+        )
         p.poll(0)
         time.sleep(0.02)
     if p.flush(15) or failed:
@@ -86,10 +93,12 @@ def enrich() -> None:
     c = _consumer("enricher", RAW)
     p = _producer("enricher")
     for msg in _messages(c):
-        order = json.loads(msg.value())
+        order = json.loads(msg.value() or b"{}")
         order["amount_usd"] = round(order["amount"] * 1.08, 2)
         time.sleep(0.01)  # a lookup in a reference table
-        p.produce(ENRICHED, json.dumps(order).encode(), key=msg.key(), headers=msg.headers())
+        raw_key = msg.key()
+        key = raw_key if isinstance(raw_key, (str, bytes)) else None
+        p.produce(ENRICHED, json.dumps(order).encode(), key=key, headers=msg.headers())
         p.poll(0)
     p.flush(15)
     c.commit(asynchronous=False)
