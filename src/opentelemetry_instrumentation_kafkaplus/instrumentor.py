@@ -63,6 +63,7 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             # One bridge per meter: its observable instruments register once.
             bridge = self._bridges[id(meter)] = StatisticsBridge(meter)
         ACTIVE.telemetry = Telemetry(tracer, meter, options, statistics=bridge)
+        _disable_legacy_plugin(self._patched)
         originals = {cimpl.Producer: Producer, cimpl.Consumer: Consumer}
         for module in (confluent_kafka, cimpl):
             self._set(module, "Producer", Producer)
@@ -98,4 +99,57 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         ACTIVE.telemetry = None
         while self._patched:
             owner, name, old = self._patched.pop()
-            setattr(owner, name, old)
+            if old is _MISSING:
+                vars(owner).pop(name, None)
+            else:
+                setattr(owner, name, old)
+
+
+_LEGACY_MODULE = "opentelemetry.instrumentation.confluent_kafka"
+_LEGACY_DIST = "opentelemetry-instrumentation-confluent-kafka"
+
+
+def _disable_legacy_plugin(patched: list[tuple[Any, str, Any]]) -> None:
+    """Keep exactly one Kafka instrumentation active when the contrib one is installed.
+
+    Both register an ``opentelemetry_instrumentor`` entry point, so
+    ``opentelemetry-instrument`` would load both and every message would get two
+    producer spans and two ``traceparent`` headers. kafkaplus wins: the other is
+    uninstrumented if it already ran, and its instrument() becomes a no-op if it
+    runs later. Users who prefer it disable kafkaplus instead.
+    """
+    import os
+    from importlib import metadata
+
+    disabled = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+    if "confluent_kafka" in {d.strip() for d in disabled.split(",")}:
+        return
+    try:
+        metadata.distribution(_LEGACY_DIST)
+    except metadata.PackageNotFoundError:
+        return
+    try:
+        import importlib
+
+        legacy = importlib.import_module(_LEGACY_MODULE).ConfluentKafkaInstrumentor()
+        if legacy.is_instrumented_by_opentelemetry:
+            legacy.uninstrument()
+        for name in ("_instrument", "_uninstrument"):
+            patched.append((legacy, name, _MISSING))
+            setattr(legacy, name, _noop)
+    except Exception as exc:
+        logger.warning("kafkaplus: could not disable %s: %s", _LEGACY_DIST, exc)
+        return
+    logger.warning(
+        "kafkaplus: %s is installed too; kafkaplus is active and has disabled it so that spans "
+        "and trace headers are not doubled. To use it instead of kafkaplus, set "
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=kafkaplus.",
+        _LEGACY_DIST,
+    )
+
+
+_MISSING = object()
+
+
+def _noop(**kwargs: Any) -> None:
+    return None
