@@ -31,7 +31,7 @@ from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from . import clientconfig
 from . import semconv as sc
@@ -264,7 +264,7 @@ def _message_attributes(attrs: dict[str, Any], msg: Any, tel: Telemetry) -> None
     value = msg.value()
     if value is None:
         attrs[sc.MESSAGING_KAFKA_MESSAGE_TOMBSTONE] = True
-    else:
+    elif isinstance(value, (bytes, str)):  # a DeserializingConsumer hands out objects
         attrs[sc.MESSAGING_MESSAGE_BODY_SIZE] = len(value)
     if tel.options.capture_key:
         key = sc.key_string(msg.key())
@@ -397,6 +397,113 @@ def close(
     return orig(client, *args, **kwargs)
 
 
+_orig_commit = cimpl.Consumer.commit
+_orig_store_offsets = cimpl.Consumer.store_offsets
+
+
+def commit(
+    client: Any,
+    state: ConsumerState,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    orig: Any = _orig_commit,
+) -> Any:
+    """Traced ``Consumer.commit``: a ``commit {topic}`` settle span (CLIENT)."""
+    return _settle(client, state, args, kwargs, orig)
+
+
+def store_offsets(
+    client: Any,
+    state: ConsumerState,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    orig: Any = _orig_store_offsets,
+) -> Any:
+    """Traced ``Consumer.store_offsets``: a ``commit {topic}`` settle span (CLIENT).
+
+    Storing is local; the commit that follows sends it. Both settle the
+    message from the app's point of view, so both are settle spans.
+    """
+    return _settle(client, state, args, kwargs, orig, operation="store_offsets")
+
+
+def _settle(
+    client: Any,
+    state: ConsumerState,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    orig: Any,
+    operation: str = "commit",
+) -> Any:
+    tel = ACTIVE.telemetry
+    if tel is None or suppressed() or not tel.tracing():
+        return orig(client, *args, **kwargs)
+    try:
+        span = _start_settle(tel, state, args, kwargs, operation)
+    except Exception as exc:
+        report("commit instrumentation", exc)
+        return orig(client, *args, **kwargs)
+    try:
+        result = orig(client, *args, **kwargs)
+    except BaseException as exc:
+        _end_settle(span, exc, None)
+        raise
+    _end_settle(span, None, result)
+    return result
+
+
+def _start_settle(
+    tel: Telemetry,
+    state: ConsumerState,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    operation: str,
+) -> Any:
+    message = args[0] if args else kwargs.get("message")
+    offsets = args[1] if len(args) > 1 else kwargs.get("offsets")
+    entries: list[tuple[str, int, int]] = []  # topic, partition, offset committed
+    if message is not None and hasattr(message, "topic"):
+        entries.append((message.topic(), message.partition(), message.offset() + 1))
+    elif offsets:
+        entries.extend((tp.topic, tp.partition, tp.offset) for tp in offsets)
+    topics = {e[0] for e in entries}
+    topic = topics.pop() if len(topics) == 1 else None
+    attrs = dict(state.base_attrs)
+    attrs[sc.MESSAGING_OPERATION_NAME] = operation
+    attrs[sc.MESSAGING_OPERATION_TYPE] = sc.OP_SETTLE
+    if topic is not None:
+        attrs[sc.MESSAGING_DESTINATION_NAME] = topic
+    if len(entries) == 1:
+        attrs[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(entries[0][1])
+        attrs[sc.MESSAGING_KAFKA_OFFSET] = entries[0][2]
+    elif entries:
+        attrs[sc.MESSAGING_BATCH_MESSAGE_COUNT] = len(entries)
+        attrs[sc.KAFKAPLUS_COMMIT_OFFSETS] = [f"{t}/{p}@{o}" for t, p, o in entries]
+    asynchronous = kwargs.get("asynchronous", args[2] if len(args) > 2 else True)
+    if operation == "commit":
+        attrs[sc.KAFKAPLUS_COMMIT_ASYNC] = bool(asynchronous)
+    name = f"commit {topic}" if topic else "commit"
+    return tel.tracer.start_span(name, kind=_CLIENT, attributes=attrs)
+
+
+def _end_settle(span: Any, exc: BaseException | None, result: Any) -> None:
+    try:
+        if span.is_recording():
+            failed = exc
+            if failed is None and isinstance(result, list):
+                errors = [tp.error for tp in result if getattr(tp, "error", None) is not None]
+                if errors:
+                    span.set_attribute(sc.ERROR_TYPE, sc.error_type(errors[0]))
+                    span.set_status(Status(StatusCode.ERROR, str(errors[0])))
+            if failed is not None:
+                span.set_attribute(sc.ERROR_TYPE, sc.error_type(failed))
+                span.record_exception(failed)
+                span.set_status(Status(StatusCode.ERROR, str(failed)))
+        span.end()
+    except Exception as err:
+        report("commit span", err)
+
+
 class Consumer(_CConsumer):
     """confluent_kafka.Consumer, traced. Substituted for the original class."""
 
@@ -417,6 +524,12 @@ class Consumer(_CConsumer):
 
     def consume(self, *args: Any, **kwargs: Any) -> Any:
         return consume(self, self._kafkaplus, args, kwargs)
+
+    def commit(self, *args: Any, **kwargs: Any) -> Any:
+        return commit(self, self._kafkaplus, args, kwargs)
+
+    def store_offsets(self, *args: Any, **kwargs: Any) -> Any:
+        return store_offsets(self, self._kafkaplus, args, kwargs)
 
     def close(self, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -38,6 +38,7 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     # KafkaPlusInstrumentor(): state lives on the class, not set in __init__.
     _patched: list[tuple[Any, str, Any]] = []
     _bridges: dict[int, Any] = {}
+    _wrapped: list[tuple[Any, str]] = []
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -69,6 +70,9 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._set(module, "Producer", Producer)
             self._set(module, "Consumer", Consumer)
         self._rebind_imported(originals)
+        from . import serializing
+
+        type(self)._wrapped = serializing.wrap()
 
     def _set(self, owner: Any, name: str, value: Any) -> None:
         old = getattr(owner, name)
@@ -97,6 +101,10 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         ACTIVE.telemetry = None
+        from . import serializing
+
+        serializing.unwrap(type(self)._wrapped)
+        type(self)._wrapped = []
         while self._patched:
             owner, name, old = self._patched.pop()
             if old is _MISSING:

@@ -70,6 +70,18 @@ class _ConsumerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ig
         w = self.__wrapped__
         return consume(w, self._self_kafkaplus, args, kwargs, type(w).consume)
 
+    def commit(self, *args: Any, **kwargs: Any) -> Any:
+        from .consumer import commit
+
+        w = self.__wrapped__
+        return commit(w, self._self_kafkaplus, args, kwargs, type(w).commit)
+
+    def store_offsets(self, *args: Any, **kwargs: Any) -> Any:
+        from .consumer import store_offsets
+
+        w = self.__wrapped__
+        return store_offsets(w, self._self_kafkaplus, args, kwargs, type(w).store_offsets)
+
     def close(self, *args: Any, **kwargs: Any) -> Any:
         from .consumer import close
 

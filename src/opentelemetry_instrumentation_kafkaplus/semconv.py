@@ -46,6 +46,11 @@ KAFKAPLUS_MESSAGE_AGE = "messaging.kafka.message.age"
 #: Age since the first producer of a multi-hop pipeline, in seconds.
 KAFKAPLUS_MESSAGE_ORIGIN_AGE = "messaging.kafka.message.origin_age"
 
+#: On a commit of several partitions: each as "topic/partition@offset".
+KAFKAPLUS_COMMIT_OFFSETS = "messaging.kafka.commit.offsets"
+#: Whether the commit was asynchronous (its result then arrives via on_commit).
+KAFKAPLUS_COMMIT_ASYNC = "messaging.kafka.commit.async"
+
 # Names the legacy opentelemetry-instrumentation-confluent-kafka emits, for the
 # OTEL_SEMCONV_STABILITY_OPT_IN=messaging/dup migration mode.
 LEGACY_DESTINATION = "messaging.destination"

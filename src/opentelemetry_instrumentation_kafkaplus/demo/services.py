@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 BOOTSTRAP = os.environ.get("DEMO_BOOTSTRAP", "127.0.0.1:9092")
 RAW = os.environ.get("DEMO_TOPIC_RAW", "orders.raw")
@@ -71,6 +71,15 @@ def _messages(c: Consumer) -> Iterator[Message]:
             yield msg
 
 
+def _commit(c: Consumer) -> None:
+    """Commit what was consumed; auto-commit may already have done it."""
+    try:
+        c.commit(asynchronous=False)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError._NO_OFFSET:
+            raise
+
+
 def ingest() -> None:
     p = _producer("ingest")
     failed = []
@@ -101,7 +110,7 @@ def enrich() -> None:
         p.produce(ENRICHED, json.dumps(order).encode(), key=key, headers=msg.headers())
         p.poll(0)
     p.flush(15)
-    c.commit(asynchronous=False)
+    _commit(c)
     c.close()
 
 
@@ -109,7 +118,7 @@ def sink() -> None:
     c = _consumer("sink", ENRICHED)
     for _msg in _messages(c):
         time.sleep(0.015)  # write to the warehouse
-    c.commit(asynchronous=False)
+    _commit(c)
     c.close()
 
 

@@ -1,0 +1,133 @@
+"""SerializingProducer, DeserializingConsumer, commits, instance wrappers, import order."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+
+import confluent_kafka
+from confluent_kafka.serialization import StringDeserializer, StringSerializer
+from opentelemetry.trace import SpanKind, StatusCode
+
+from conftest import (
+    ORIGINALS,
+    assigned_consumer,
+    original_producer,
+    poll_messages,
+    produce_and_flush,
+    producer,
+    unique,
+)
+
+
+def test_serializing_producer_one_span_per_message_key_from_the_app(mock_cluster, otel):
+    topic = unique()
+    calls = []
+
+    class CountingSerializer(StringSerializer):
+        def __call__(self, obj, ctx=None):
+            calls.append(obj)
+            return super().__call__(obj, ctx)
+
+    p = confluent_kafka.SerializingProducer({
+        "bootstrap.servers": mock_cluster, "key.serializer": CountingSerializer(),
+        "value.serializer": StringSerializer(), "client.id": "ser",
+    })  # fmt: skip
+    reports = []
+    p.produce(topic, key="k-1", value="hello", partition=0,
+              on_delivery=lambda e, m: reports.append((e, m.offset())))
+    p.flush(10)
+    assert calls == ["k-1"]  # serializer ran once, by the app's call only
+    (send,) = otel.spans(f"send {topic}")
+    assert send.attributes["messaging.kafka.message.key"] == "k-1"
+    assert send.attributes["messaging.client.id"] == "ser"
+    assert reports == [(None, send.attributes["messaging.kafka.offset"])]
+
+    c = confluent_kafka.DeserializingConsumer({
+        "bootstrap.servers": mock_cluster, "group.id": unique("g"),
+        "key.deserializer": StringDeserializer(), "value.deserializer": StringDeserializer(),
+    })  # fmt: skip
+    c.assign([confluent_kafka.TopicPartition(topic, 0, confluent_kafka.OFFSET_BEGINNING)])
+    (msg,) = poll_messages(c, 1)
+    assert msg.value() == "hello" and msg.key() == "k-1"
+    c.close()
+    (process,) = otel.spans(f"process {topic}")
+    assert process.parent.span_id == send.context.span_id
+    assert process.attributes["messaging.kafka.message.key"] == "k-1"
+
+
+def test_commit_and_store_offsets_are_settle_spans(tansu, otel):
+    topic = unique()
+    produce_and_flush(producer(tansu), topic, 2)
+    c = assigned_consumer(tansu, topic, **{"enable.auto.offset.store": False})
+    _, m2 = poll_messages(c, 2)
+    c.store_offsets(m2)
+    result = c.commit(message=m2, asynchronous=False)
+    assert result[0].offset == m2.offset() + 1
+    c.close()
+    process = {s.attributes["messaging.kafka.offset"]: s for s in otel.spans(f"process {topic}")}
+    store, sync = sorted(otel.spans(f"commit {topic}"), key=lambda s: s.start_time)
+    for span in (store, sync):
+        assert span.kind is SpanKind.CLIENT
+        assert span.attributes["messaging.operation.type"] == "settle"
+        assert span.attributes["messaging.kafka.offset"] == m2.offset() + 1
+        assert span.attributes["messaging.destination.partition.id"] == "0"
+        assert span.parent.span_id == process[m2.offset()].context.span_id
+    assert store.attributes["messaging.operation.name"] == "store_offsets"
+    assert sync.attributes["messaging.operation.name"] == "commit"
+    assert sync.attributes["messaging.kafka.commit.async"] is False
+
+
+def test_failed_commit_records_the_error(mock_cluster, otel):
+    c = assigned_consumer(mock_cluster, unique())
+    try:
+        c.commit(asynchronous=False)  # nothing consumed: _NO_OFFSET
+    except confluent_kafka.KafkaException as exc:
+        code = exc.args[0].name()
+    c.close()
+    (span,) = otel.spans("commit")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == code
+
+
+def test_instance_wrappers_trace_and_forward_everything(mock_cluster, otel):
+    from opentelemetry_instrumentation_kafkaplus import instrument_consumer, instrument_producer
+
+    topic = unique()
+    conf = {"bootstrap.servers": mock_cluster, "client.id": "pre"}
+    raw = original_producer(conf)
+    p = instrument_producer(raw, conf)
+    assert isinstance(p, ORIGINALS["Producer"])
+    assert topic not in p.list_topics(timeout=5).topics or True  # forwarded
+    produce_and_flush(p, topic)
+    (send,) = otel.spans(f"send {topic}")
+    assert send.attributes["messaging.kafka.offset"] == 0
+    assert send.attributes["messaging.client.id"] == "pre"
+    craw = ORIGINALS["Consumer"]({"bootstrap.servers": mock_cluster, "group.id": "pre-g"})
+    c = instrument_consumer(craw, {"group.id": "pre-g"})
+    c.assign([confluent_kafka.TopicPartition(topic, 0, confluent_kafka.OFFSET_BEGINNING)])
+    assert [tp.topic for tp in c.assignment()] == [topic]
+    poll_messages(c, 1)
+    c.close()
+    (process,) = otel.spans(f"process {topic}")
+    assert process.parent.span_id == send.context.span_id
+    assert process.attributes["messaging.consumer.group.name"] == "pre-g"
+
+
+def test_names_imported_before_instrument_are_traced_too(mock_cluster, otel_factory, tmp_path, monkeypatch):
+    (tmp_path / "early_app.py").write_text(textwrap.dedent("""
+        from confluent_kafka import Producer as KafkaProducer
+        def make(conf):
+            return KafkaProducer(conf)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("early_app", None)
+    early = importlib.import_module("early_app")
+    assert early.KafkaProducer is ORIGINALS["Producer"]
+    otel = otel_factory()
+    topic = unique()
+    produce_and_flush(early.make({"bootstrap.servers": mock_cluster}), topic)
+    assert len(otel.spans(f"send {topic}")) == 1
+    otel.instrumentor.uninstrument()
+    assert early.KafkaProducer is ORIGINALS["Producer"]
