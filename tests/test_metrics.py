@@ -1,0 +1,135 @@
+"""Messaging metrics, message age and the statistics bridge, through the instrumentation."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import (
+    assigned_consumer,
+    consumer,
+    poll_messages,
+    produce_and_flush,
+    producer,
+    unique,
+)
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+
+
+def _by_topic(points, topic):
+    return [p for p in points if p.attributes.get("messaging.destination.name") == topic]
+
+
+def test_semconv_metrics_count_what_was_sent_and_consumed(mock_cluster, otel):
+    topic = unique()
+    produce_and_flush(producer(mock_cluster), topic, 7)
+    c = assigned_consumer(mock_cluster, topic, **{"group.id": "m-group"})
+    poll_messages(c, 7)
+    c.close()
+
+    (sent,) = _by_topic(otel.metric_points("messaging.client.sent.messages"), topic)
+    assert sent.value == 7
+    assert sent.attributes["messaging.operation.name"] == "send"
+    assert "messaging.kafka.offset" not in sent.attributes
+    assert "messaging.destination.partition.id" not in sent.attributes  # opt-in only
+    (consumed,) = _by_topic(otel.metric_points("messaging.client.consumed.messages"), topic)
+    assert consumed.value == 7
+    assert consumed.attributes["messaging.consumer.group.name"] == "m-group"
+    durations = _by_topic(otel.metric_points("messaging.client.operation.duration"), topic)
+    (send_duration,) = [p for p in durations if p.attributes["messaging.operation.type"] == "send"]
+    assert send_duration.count == 7
+    assert tuple(send_duration.explicit_bounds) == BUCKETS
+    (process,) = _by_topic(otel.metric_points("messaging.process.duration"), topic)
+    assert process.count == 7 and tuple(process.explicit_bounds) == BUCKETS
+    (age,) = _by_topic(otel.metric_points("kafka.message.age"), topic)
+    assert age.count == 7 and age.min >= 0
+
+
+def test_failed_deliveries_carry_error_type(otel):
+    from conftest import free_port
+
+    topic = unique()
+    p = producer(f"127.0.0.1:{free_port()}", **{"message.timeout.ms": 300})
+    for _ in range(3):
+        p.produce(topic, b"x")
+    p.flush(10)
+    (sent,) = _by_topic(otel.metric_points("messaging.client.sent.messages"), topic)
+    assert sent.value == 3 and sent.attributes["error.type"] == "_MSG_TIMED_OUT"
+    (lost,) = _by_topic(otel.metric_points("kafka.producer.undelivered_messages"), topic)
+    assert lost.value == 3
+
+
+def test_origin_age_survives_two_hops(mock_cluster, otel):
+    first, second = unique("hop1"), unique("hop2")
+    p = producer(mock_cluster)
+    produce_and_flush(p, first)
+    c1 = assigned_consumer(mock_cluster, first)
+    (m,) = poll_messages(c1, 1)
+    time.sleep(0.3)  # the first hop's processing
+    p.produce(second, m.value(), partition=0)  # no headers forwarded: context carries origin
+    p.flush(10)
+    c1.close()
+    c2 = assigned_consumer(mock_cluster, second)
+    (m2,) = poll_messages(c2, 1)
+    c2.close()
+    (origin,) = _by_topic(otel.metric_points("kafka.message.origin_age"), second)
+    (age,) = _by_topic(otel.metric_points("kafka.message.age"), second)
+    assert origin.min >= age.max + 0.3
+    (process,) = otel.spans(f"process {second}")
+    assert process.attributes["messaging.kafka.message.origin_age"] >= 0.3
+    origin_header = dict(m2.headers())["kafkaplus-origin-ms"]
+    assert int(origin_header) == m.timestamp()[1]
+
+
+def test_statistics_consumer_lag_rises_then_returns_to_zero(mock_cluster, otel_factory):
+    otel = otel_factory(statistics_interval_ms=1000)
+    topic = unique()
+    group = unique("lag")
+    p = producer(mock_cluster)
+    produce_and_flush(p, topic, 5)
+    c = consumer(mock_cluster, group)
+    c.subscribe([topic])
+
+    def lag():
+        pts = [x for x in otel.metric_points("kafka.consumer.lag")
+               if x.attributes.get("messaging.destination.name") == topic
+               and x.attributes.get("messaging.consumer.group.name") == group]
+        return sum(x.value for x in pts) if pts else None
+
+    got = poll_messages(c, 1)
+    c.commit(got[0], asynchronous=False)  # committed 1 of 5
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not lag():
+        m = c.poll(0.2)  # stats are served by poll
+        if m is not None and m.error() is None:
+            got.append(m)
+    assert lag() == 4
+    got += poll_messages(c, 5 - len(got))
+    c.commit(got[-1], asynchronous=False)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and lag() != 0:
+        c.poll(0.2)
+    assert lag() == 0
+    c.close()
+
+
+def test_app_stats_cb_gets_identical_json_and_batch_metrics_follow_linger(mock_cluster, otel):
+    def batch_messages(linger_ms):
+        topic = unique()
+        seen = []
+        p = producer(mock_cluster, **{"linger.ms": linger_ms, "statistics.interval.ms": 1000,
+                                      "stats_cb": seen.append})  # fmt: skip
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            for _ in range(200):
+                p.produce(topic, b"x" * 100, partition=0)
+            p.poll(0.05)
+        p.flush(10)
+        p.poll(1.2)
+        pts = [x for x in otel.metric_points("kafka.producer.batch.messages")
+               if x.attributes.get("messaging.destination.name") == topic
+               and x.attributes.get("kafka.stat") == "avg"]
+        assert seen and all(isinstance(s, str) and s.startswith("{") for s in seen)
+        return max(x.value for x in pts)
+
+    assert batch_messages(200) > 2 * batch_messages(0)
