@@ -38,7 +38,7 @@ def test_keywords_win_over_env_and_bad_env_falls_back(caplog):
      ({"no_such_option": 1}, TypeError), ({"statistics_interval_ms": -1}, ValueError)],
 )
 def test_bad_keywords_raise_clearly(kwargs, error):
-    with pytest.raises(error, match="kafkaplus|unknown"):
+    with pytest.raises(error, match=r"kafkaplus|unknown"):
         config.resolve(kwargs, {})
 
 
