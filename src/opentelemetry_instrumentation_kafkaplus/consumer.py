@@ -108,7 +108,7 @@ class _Open:
 class ConsumerState:
     """Per consumer: fixed attributes, topic templates, open process spans."""
 
-    __slots__ = ("base_attrs", "group", "open", "tel", "topics")
+    __slots__ = ("aio", "base_attrs", "group", "open", "tel", "topics")
 
     def __init__(self, conf: Mapping[str, Any] | None) -> None:
         conf = conf or {}
@@ -117,6 +117,8 @@ class ConsumerState:
         self.topics: dict[str | None, _Topic] = {}
         self.open: deque[_Open] = deque()
         self.tel: Telemetry | None = None
+        # Owned by a confluent_kafka.aio.AIOConsumer, which traces in the coroutine.
+        self.aio = False
 
     def topic(self, topic: str | None, tel: Telemetry) -> _Topic:
         if self.tel is not tel:
@@ -161,7 +163,7 @@ def poll(
     if state.open:
         end_open(state)
     tel = ACTIVE.telemetry
-    if tel is None:
+    if tel is None or state.aio:
         return orig(client, *args, **kwargs)
     msg = orig(client, *args, **kwargs)
     if msg is None:
@@ -283,7 +285,7 @@ def consume(
     if state.open:
         end_open(state)
     tel = ACTIVE.telemetry
-    if tel is None:
+    if tel is None or state.aio:
         return orig(client, *args, **kwargs)
     start = _time_ns()
     msgs = orig(client, *args, **kwargs)

@@ -70,9 +70,10 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._set(module, "Producer", Producer)
             self._set(module, "Consumer", Consumer)
         self._rebind_imported(originals)
-        from . import serializing
+        from . import aio, serializing
 
-        type(self)._wrapped = serializing.wrap()
+        type(self)._wrapped = serializing.wrap() + aio.wrap()
+        _share_consumer_notice(self._set)
 
     def _set(self, owner: Any, name: str, value: Any) -> None:
         old = getattr(owner, name)
@@ -111,6 +112,31 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 vars(owner).pop(name, None)
             else:
                 setattr(owner, name, old)
+
+
+def _share_consumer_notice(setter: Any) -> None:
+    """ShareConsumer (share groups) is not traced yet: say so once, when one is created."""
+    import confluent_kafka
+
+    original = getattr(confluent_kafka, "ShareConsumer", None)
+    if original is None or not isinstance(original, type):
+        return
+
+    class ShareConsumer(original):  # type: ignore[misc,valid-type]
+        __doc__ = original.__doc__
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            from ._errors import warn_once
+
+            warn_once(
+                "share consumer",
+                "kafkaplus: confluent_kafka.ShareConsumer (share groups) is not traced; "
+                "its messages get no process spans.",
+            )
+
+    ShareConsumer.__qualname__ = ShareConsumer.__name__ = "ShareConsumer"
+    setter(confluent_kafka, "ShareConsumer", ShareConsumer)
 
 
 _LEGACY_MODULE = "opentelemetry.instrumentation.confluent_kafka"

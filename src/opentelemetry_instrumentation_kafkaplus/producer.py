@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import clientconfig
 from . import semconv as sc
-from ._errors import report
+from ._errors import report, warn_once
 from .propagation import current_origin_ms
 from .telemetry import ACTIVE, Telemetry, suppressed
 
@@ -67,7 +67,9 @@ class _Topic:
 class ProducerState:
     """What a producer keeps from its config: nothing secret, nothing unused."""
 
-    __slots__ = ("base_attrs", "default_cb", "default_known", "only_error", "tel", "topics")
+    __slots__ = (
+        "aio", "base_attrs", "default_cb", "default_known", "only_error", "tel", "topics",
+    )  # fmt: skip
 
     def __init__(self, conf: Mapping[str, Any] | None) -> None:
         known = conf is not None
@@ -81,6 +83,8 @@ class ProducerState:
         self.only_error = str(conf.get("delivery.report.only.error", "false")).lower() == "true"
         self.topics: dict[str, _Topic] = {}
         self.tel: Telemetry | None = None
+        # Owned by a confluent_kafka.aio.AIOProducer, whose own produce() is traced.
+        self.aio = False
 
     def topic(self, topic: str, tel: Telemetry) -> _Topic:
         if self.tel is not tel:  # re-instrumented: options may have changed
@@ -234,7 +238,7 @@ def _delivery_callback(
     def on_delivery(err: Any, msg: Any) -> Any:
         token = None
         try:
-            latency = msg.latency()
+            latency = msg.latency() if msg is not None else None
             end_ns = start_ns + int(latency * 1e9) if latency is not None else _time_ns()
             if span is not None:
                 _record_delivery(span, err, msg, tel)
@@ -326,6 +330,133 @@ def _produce_filtered(
     return orig(client, *args[:4], **call)
 
 
+_orig_produce_batch = getattr(_CProducer, "produce_batch", None)
+_BATCH_ARGS = ("topic", "messages", "partition", "callback", "on_delivery")
+
+
+def produce_batch(
+    client: Any,
+    state: ProducerState,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    orig: Any = _orig_produce_batch,
+) -> Any:
+    """Traced ``Producer.produce_batch``: one ``send`` span per message.
+
+    confluent-kafka drops the headers of batched messages, so no trace context
+    reaches the consumers on this path (warned once); the spans still record
+    each delivery. The caller's message dicts are not replaced: the
+    ``_error`` that confluent-kafka sets on messages it could not enqueue is
+    copied back onto them, and those spans end with the error.
+    """
+    tel = ACTIVE.telemetry
+    if tel is None or state.aio or suppressed() or not tel.tracing():
+        return orig(client, *args, **kwargs)
+    try:
+        call = dict(zip(_BATCH_ARGS, args, strict=False))
+        if len(args) > len(_BATCH_ARGS) or any(k in call for k in kwargs):
+            return orig(client, *args, **kwargs)
+        call.update(kwargs)
+        topic, messages = call.get("topic"), call.get("messages")
+        if type(topic) is not str or not isinstance(messages, list):
+            return orig(client, *args, **kwargs)
+        if any(not isinstance(m, dict) for m in messages):
+            return orig(client, *args, **kwargs)
+        info = state.topic(topic, tel)
+        if info.excluded:
+            return orig(client, *args, **kwargs)
+        if any("headers" in m for m in messages):
+            warn_once(
+                "produce_batch headers",
+                "kafkaplus: Producer.produce_batch() drops message headers (confluent-kafka "
+                "limitation), so trace context cannot reach consumers of %s; producer spans "
+                "are still recorded.",
+                topic,
+            )
+        batch_cb = call.pop("callback", None) or call.get("on_delivery") or state.default_cb
+        call.pop("on_delivery", None)
+        metering = tel.metering()
+        spans = []
+        copies = []
+        batch_partition = call.get("partition", -1)
+        for m in messages:
+            fields = m if "partition" in m else {**m, "partition": batch_partition}
+            span = _start_span(tel, info, (), fields, 0)
+            spans.append(span)
+            copy = dict(m)
+            user_cb = m.get("callback") or batch_cb
+            copy["callback"] = _delivery_callback(
+                tel, state, info, span if span.is_recording() else None, user_cb, metering
+            )
+            copies.append(copy)
+        call["messages"] = copies
+    except Exception as exc:
+        report("produce_batch instrumentation", exc)
+        return orig(client, *args, **kwargs)
+    try:
+        result = orig(client, **call)
+    except BaseException as exc:
+        for span in spans:
+            _fail(span, exc)
+        raise
+    for m, copy, span in zip(messages, copies, spans, strict=True):
+        err = copy.get("_error")
+        if err is not None:
+            m["_error"] = err
+            _fail(span, KafkaErrorAsException(err))
+        elif not span.is_recording():
+            span.end()
+    return result
+
+
+class KafkaErrorAsException(Exception):
+    """Carries a KafkaError to the span's error recording."""
+
+    def __init__(self, err: Any) -> None:
+        super().__init__(str(err))
+        self.args = (err,)
+
+
+def transaction(client: Any, state: ProducerState, op: str, args: tuple[Any, ...],
+                kwargs: dict[str, Any], orig: Any) -> Any:  # fmt: skip
+    """Traced transaction calls: a CLIENT span named for the operation.
+
+    ``send_offsets_to_transaction`` settles consumed messages, so it is a
+    ``commit {topic}`` settle span with the offsets. Delivery reports served
+    inside ``commit_transaction`` end their producer spans as usual.
+    """
+    tel = ACTIVE.telemetry
+    if tel is None or suppressed() or not tel.tracing():
+        return orig(client, *args, **kwargs)
+    try:
+        attrs = dict(state.base_attrs)
+        attrs[sc.MESSAGING_OPERATION_NAME] = op
+        name = op
+        if op == "send_offsets_to_transaction":
+            attrs[sc.MESSAGING_OPERATION_TYPE] = sc.OP_SETTLE
+            positions = args[0] if args else kwargs.get("positions") or []
+            entries = [(tp.topic, tp.partition, tp.offset) for tp in positions]
+            topics = {e[0] for e in entries}
+            if len(topics) == 1:
+                topic = topics.pop()
+                attrs[sc.MESSAGING_DESTINATION_NAME] = topic
+                name = f"commit {topic}"
+            else:
+                name = "commit"
+            attrs[sc.KAFKAPLUS_COMMIT_OFFSETS] = [f"{t}/{p}@{o}" for t, p, o in entries]
+        span = tel.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs)
+    except Exception as exc:
+        report("transaction instrumentation", exc)
+        return orig(client, *args, **kwargs)
+    try:
+        result = orig(client, *args, **kwargs)
+    except BaseException as exc:
+        _fail(span, exc)
+        raise
+    span.end()
+    return result
+
+
 class Producer(_CProducer):
     """confluent_kafka.Producer, traced. Substituted for the original class."""
 
@@ -343,3 +474,26 @@ class Producer(_CProducer):
 
     def produce(self, *args: Any, **kwargs: Any) -> Any:
         return produce(self, self._kafkaplus, args, kwargs)
+
+    def produce_batch(self, *args: Any, **kwargs: Any) -> Any:
+        return produce_batch(self, self._kafkaplus, args, kwargs)
+
+    def init_transactions(self, *args: Any, **kwargs: Any) -> Any:
+        return transaction(self, self._kafkaplus, "init_transactions", args, kwargs,
+                           _CProducer.init_transactions)  # fmt: skip
+
+    def begin_transaction(self, *args: Any, **kwargs: Any) -> Any:
+        return transaction(self, self._kafkaplus, "begin_transaction", args, kwargs,
+                           _CProducer.begin_transaction)  # fmt: skip
+
+    def send_offsets_to_transaction(self, *args: Any, **kwargs: Any) -> Any:
+        return transaction(self, self._kafkaplus, "send_offsets_to_transaction", args, kwargs,
+                           _CProducer.send_offsets_to_transaction)  # fmt: skip
+
+    def commit_transaction(self, *args: Any, **kwargs: Any) -> Any:
+        return transaction(self, self._kafkaplus, "commit_transaction", args, kwargs,
+                           _CProducer.commit_transaction)  # fmt: skip
+
+    def abort_transaction(self, *args: Any, **kwargs: Any) -> Any:
+        return transaction(self, self._kafkaplus, "abort_transaction", args, kwargs,
+                           _CProducer.abort_transaction)  # fmt: skip

@@ -52,6 +52,33 @@ class _ProducerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ig
         w = self.__wrapped__
         return produce(w, self._self_kafkaplus, args, kwargs, type(w).produce)
 
+    def produce_batch(self, *args: Any, **kwargs: Any) -> Any:
+        from .producer import produce_batch
+
+        w = self.__wrapped__
+        return produce_batch(w, self._self_kafkaplus, args, kwargs, type(w).produce_batch)
+
+
+def _transaction_method(op: str) -> Any:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        from .producer import transaction
+
+        w = self.__wrapped__
+        return transaction(w, self._self_kafkaplus, op, args, kwargs, getattr(type(w), op))
+
+    method.__name__ = op
+    return method
+
+
+for _op in (
+    "init_transactions",
+    "begin_transaction",
+    "send_offsets_to_transaction",
+    "commit_transaction",
+    "abort_transaction",
+):
+    setattr(_ProducerProxy, _op, _transaction_method(_op))
+
 
 class _ConsumerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]
     def __init__(self, wrapped: Any, state: Any) -> None:

@@ -94,6 +94,7 @@ def wrap() -> list[tuple[Any, str]]:
 
 
 def unwrap(done: list[tuple[Any, str]]) -> None:
+    """Undo ``wrap()`` (also used for the aio wrappers)."""
     for owner, name in done:
         current = owner.__dict__.get(name)
         if isinstance(current, wrapt.ObjectProxy):
