@@ -36,6 +36,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from . import clientconfig
 from . import semconv as sc
 from ._errors import report
+from .dataloss import GAP_EVENT, GapTracker
 from .propagation import extract, headers_carrier, origin_ms, with_origin
 from .telemetry import ACTIVE, Telemetry, suppressed
 
@@ -62,10 +63,12 @@ class _Topic:
         "poll_name",
         "process_attrs",
         "process_name",
+        "topic",
     )
 
     def __init__(self, state: ConsumerState, topic: str | None, tel: Telemetry) -> None:
         opts = tel.options
+        self.topic = topic or ""
         self.excluded = topic is not None and opts.topic_excluded(topic)
         suffix = f" {topic}" if topic else ""
         self.process_name = "process" + suffix
@@ -108,7 +111,7 @@ class _Open:
 class ConsumerState:
     """Per consumer: fixed attributes, topic templates, open process spans."""
 
-    __slots__ = ("aio", "base_attrs", "group", "open", "tel", "topics")
+    __slots__ = ("aio", "base_attrs", "gaps", "group", "open", "tel", "topics")
 
     def __init__(self, conf: Mapping[str, Any] | None) -> None:
         conf = conf or {}
@@ -119,6 +122,7 @@ class ConsumerState:
         self.tel: Telemetry | None = None
         # Owned by a confluent_kafka.aio.AIOConsumer, which traces in the coroutine.
         self.aio = False
+        self.gaps = GapTracker()
 
     def topic(self, topic: str | None, tel: Telemetry) -> _Topic:
         if self.tel is not tel:
@@ -185,6 +189,9 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
     if not tracing and not metering:
         return
     now = _time_ns()
+    partition = msg.partition()
+    offset = msg.offset()
+    skipped = state.gaps.observe(info.topic, partition, offset) if offset >= 0 else 0
     ts_type, ts = msg.timestamp()
     age = (now / 1e6 - ts) / 1e3 if ts_type != _TS_NOT_AVAILABLE and ts > 0 else None
     headers = msg.headers()
@@ -198,6 +205,8 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
         if tel.options.metrics_partition:
             attrs = {**attrs, sc.MESSAGING_DESTINATION_PARTITION_ID: str(msg.partition())}
         m.consumed.add(1, attrs)
+        if skipped:
+            m.skipped.add(skipped, _with_partition(attrs, partition))
         if age is not None:
             m.message_age.record(max(age, 0.0), attrs)
         if origin is not None:
@@ -237,6 +246,8 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
         info.process_name, context=parent, kind=_CONSUMER, attributes=span_attrs,
         links=links, start_time=now,
     )  # fmt: skip
+    if skipped and span.is_recording():
+        span.add_event(GAP_EVENT, _gap_attributes(skipped, offset))
     if opts.consume_hook is not None and span.is_recording():
         try:
             opts.consume_hook(span, msg)
@@ -250,6 +261,20 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
         ctx = with_origin(ctx, origin)
     otel_context.attach(ctx)
     state.open.append(_Open(span, ctx, ambient, now, attrs))
+
+
+def _with_partition(attrs: dict[str, Any], partition: int) -> dict[str, Any]:
+    if sc.MESSAGING_DESTINATION_PARTITION_ID in attrs:
+        return attrs
+    return {**attrs, sc.MESSAGING_DESTINATION_PARTITION_ID: str(partition)}
+
+
+def _gap_attributes(skipped: int, offset: int) -> dict[str, Any]:
+    return {
+        sc.KAFKAPLUS_SKIPPED_MESSAGES: skipped,
+        sc.KAFKAPLUS_EXPECTED_OFFSET: offset - skipped,
+        sc.MESSAGING_KAFKA_OFFSET: offset,
+    }
 
 
 def _message_attributes(attrs: dict[str, Any], msg: Any, tel: Telemetry) -> None:
@@ -317,8 +342,17 @@ def _process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start:
         return
     batch_topic = topics.pop() if len(topics) == 1 else None
     batch = state.topic(batch_topic, tel)
+    gaps = []
+    for msg in good:
+        offset = msg.offset()
+        skipped = state.gaps.observe(msg.topic(), msg.partition(), offset) if offset >= 0 else 0
+        if skipped:
+            gaps.append((msg, skipped))
     if metering:
         m = tel.metrics
+        for msg, skipped in gaps:
+            attrs = state.topic(msg.topic(), tel).metric_attrs
+            m.skipped.add(skipped, _with_partition(attrs, msg.partition()))
         for msg in good:
             info = state.topic(msg.topic(), tel)
             m.consumed.add(1, info.metric_attrs)
@@ -372,6 +406,11 @@ def _process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start:
         links=links, start_time=now,
     )  # fmt: skip
     opts = tel.options
+    if span.is_recording():
+        for msg, skipped in gaps:
+            event = _gap_attributes(skipped, msg.offset())
+            event[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(msg.partition())
+            span.add_event(GAP_EVENT, event)
     if opts.consume_hook is not None and span.is_recording():
         for msg in good:
             try:
@@ -506,6 +545,59 @@ def _end_settle(span: Any, exc: BaseException | None, result: Any) -> None:
         report("commit span", err)
 
 
+def subscribe(client: Any, state: ConsumerState, args: tuple[Any, ...],
+              kwargs: dict[str, Any], orig: Any = _CConsumer.subscribe) -> Any:  # fmt: skip
+    """``subscribe`` with rebalance callbacks that restart offset-gap tracking.
+
+    A partition that comes back after a rebalance resumes where another member
+    left it: that jump is not loss. The app's own callbacks are called as given.
+    """
+    names = ("topics", "on_assign", "on_revoke", "on_lost")
+    call = dict(zip(names, args, strict=False))
+    if len(args) > len(names) or any(k in call or k not in names for k in kwargs):
+        return orig(client, *args, **kwargs)
+    call.update(kwargs)
+    for name in names[1:]:
+        call[name] = _rebalance_cb(state, call.get(name))
+    return orig(client, **call)
+
+
+def _rebalance_cb(state: ConsumerState, user_cb: Any) -> Any:
+    if user_cb is not None and not callable(user_cb):
+        return user_cb  # let confluent-kafka reject it
+
+    def on_rebalance(consumer: Any, partitions: Any) -> Any:
+        try:
+            state.gaps.forget(partitions)
+        except Exception as exc:
+            report("rebalance", exc)
+        if user_cb is not None:
+            return user_cb(consumer, partitions)
+        return None
+
+    return on_rebalance
+
+
+def _repositioned(method: str, all_partitions: bool = False) -> Any:
+    orig = getattr(_CConsumer, method)
+
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = orig(self, *args, **kwargs)
+        try:
+            if all_partitions:
+                self._kafkaplus.gaps.forget()
+            else:
+                target = args[0] if args else next(iter(kwargs.values()), None)
+                self._kafkaplus.gaps.forget([target] if hasattr(target, "topic") else target)
+        except Exception as exc:
+            report("offset tracking", exc)
+        return result
+
+    wrapper.__name__ = method
+    wrapper.__doc__ = orig.__doc__
+    return wrapper
+
+
 class Consumer(_CConsumer):
     """confluent_kafka.Consumer, traced. Substituted for the original class."""
 
@@ -529,6 +621,15 @@ class Consumer(_CConsumer):
 
     def commit(self, *args: Any, **kwargs: Any) -> Any:
         return commit(self, self._kafkaplus, args, kwargs)
+
+    def subscribe(self, *args: Any, **kwargs: Any) -> Any:
+        return subscribe(self, self._kafkaplus, args, kwargs)
+
+    # Deliberate repositioning restarts offset-gap tracking for those partitions.
+    assign = _repositioned("assign")
+    incremental_assign = _repositioned("incremental_assign")
+    seek = _repositioned("seek")
+    unassign = _repositioned("unassign", all_partitions=True)
 
     def store_offsets(self, *args: Any, **kwargs: Any) -> Any:
         return store_offsets(self, self._kafkaplus, args, kwargs)

@@ -51,6 +51,11 @@ KAFKAPLUS_COMMIT_OFFSETS = "messaging.kafka.commit.offsets"
 #: Whether the commit was asynchronous (its result then arrives via on_commit).
 KAFKAPLUS_COMMIT_ASYNC = "messaging.kafka.commit.async"
 
+#: On the ``kafka.offset_gap`` span event: offsets skipped before this message.
+KAFKAPLUS_SKIPPED_MESSAGES = "messaging.kafka.skipped_messages"
+#: On the ``kafka.offset_gap`` span event: the offset the consumer expected.
+KAFKAPLUS_EXPECTED_OFFSET = "messaging.kafka.expected_offset"
+
 # Names the legacy opentelemetry-instrumentation-confluent-kafka emits, for the
 # OTEL_SEMCONV_STABILITY_OPT_IN=messaging/dup migration mode.
 LEGACY_DESTINATION = "messaging.destination"
