@@ -238,9 +238,25 @@ def main(argv: list[str] | None = None) -> int:
         help="embedded broker: librdkafka's mock cluster (default) or tansu",
     )
     ap.add_argument("--bootstrap-servers", help="use your own cluster instead (HOST:PORT)")
-    ap.add_argument("--messages", type=int, default=5, help="orders to push through (default 5)")
+    ap.add_argument(
+        "--messages",
+        type=int,
+        default=None,
+        help="orders to push through (default 5; 500 with --tune)",
+    )
     ap.add_argument("--timeout", type=float, default=40.0, help="seconds before giving up")
+    ap.add_argument(
+        "--tune",
+        action="store_true",
+        help="run twice, without and with batching, and compare what the telemetry shows",
+    )
     args = ap.parse_args(argv)
+    if args.tune:
+        from . import tune
+
+        return tune.main(args)
+    if args.messages is None:
+        args.messages = 5
     forward = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     receiver = Receiver(forward, os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", ""))
     try:

@@ -24,6 +24,13 @@ DEADLINE = time.monotonic() + float(os.environ.get("DEMO_TIMEOUT", "40"))
 LINGER_MS = os.environ.get("DEMO_LINGER_MS", "5")
 BATCH_SIZE = os.environ.get("DEMO_BATCH_SIZE", "16384")
 CONSUME_BATCH = int(os.environ.get("DEMO_CONSUME_BATCH", "0"))
+INGEST_INTERVAL_S = float(os.environ.get("DEMO_INGEST_INTERVAL_MS", "20")) / 1000
+# Keep polling this long after flush(), so that librdkafka's statistics (served
+# from poll()) report the last batches before the process exits.
+INGEST_DRAIN_S = float(os.environ.get("DEMO_INGEST_DRAIN_MS", "0")) / 1000
+# Connect before the first order, so a burst measures the steady state, not the
+# producer's first connection to the broker.
+INGEST_WARMUP = os.environ.get("DEMO_INGEST_WARMUP", "0") == "1"
 
 GROUP = {
     "session.timeout.ms": 6000,
@@ -82,6 +89,8 @@ def _commit(c: Consumer) -> None:
 
 def ingest() -> None:
     p = _producer("ingest")
+    if INGEST_WARMUP:
+        p.list_topics(RAW, timeout=10)
     failed = []
     for i in range(COUNT):
         order_id = f"o-{i:04d}"
@@ -93,9 +102,13 @@ def ingest() -> None:
             on_delivery=lambda err, msg: failed.append(err) if err else None,
         )
         p.poll(0)
-        time.sleep(0.02)
+        if INGEST_INTERVAL_S:
+            time.sleep(INGEST_INTERVAL_S)
     if p.flush(15) or failed:
         sys.exit(f"ingest: {len(failed)} deliveries failed")
+    drain_until = time.monotonic() + INGEST_DRAIN_S
+    while time.monotonic() < drain_until:
+        p.poll(0.05)
 
 
 def enrich() -> None:
