@@ -36,7 +36,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from . import clientconfig
 from . import semconv as sc
 from ._errors import report
-from .dataloss import GAP_EVENT, GapTracker
+from .dataloss import GAP_EVENT, GapTracker, consumer_error
 from .propagation import extract, headers_carrier, origin_ms, with_origin
 from .telemetry import ACTIVE, Telemetry, suppressed
 
@@ -122,7 +122,7 @@ class ConsumerState:
         self.tel: Telemetry | None = None
         # Owned by a confluent_kafka.aio.AIOConsumer, which traces in the coroutine.
         self.aio = False
-        self.gaps = GapTracker()
+        self.gaps = GapTracker(conf.get("isolation.level"))
 
     def topic(self, topic: str | None, tel: Telemetry) -> _Topic:
         if self.tel is not tel:
@@ -175,6 +175,8 @@ def poll(
     try:
         if msg.error() is None and not suppressed():
             _process_one(tel, state, msg)
+        elif msg.error() is not None:
+            consumer_error(tel, state, msg)
     except Exception as exc:
         report("consumer instrumentation", exc)
     return msg
@@ -247,7 +249,7 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
         links=links, start_time=now,
     )  # fmt: skip
     if skipped and span.is_recording():
-        span.add_event(GAP_EVENT, _gap_attributes(skipped, offset))
+        span.add_event(GAP_EVENT, state.gaps.event_attributes(skipped, offset))
     if opts.consume_hook is not None and span.is_recording():
         try:
             opts.consume_hook(span, msg)
@@ -267,14 +269,6 @@ def _with_partition(attrs: dict[str, Any], partition: int) -> dict[str, Any]:
     if sc.MESSAGING_DESTINATION_PARTITION_ID in attrs:
         return attrs
     return {**attrs, sc.MESSAGING_DESTINATION_PARTITION_ID: str(partition)}
-
-
-def _gap_attributes(skipped: int, offset: int) -> dict[str, Any]:
-    return {
-        sc.KAFKAPLUS_SKIPPED_MESSAGES: skipped,
-        sc.KAFKAPLUS_EXPECTED_OFFSET: offset - skipped,
-        sc.MESSAGING_KAFKA_OFFSET: offset,
-    }
 
 
 def _message_attributes(attrs: dict[str, Any], msg: Any, tel: Telemetry) -> None:
@@ -338,6 +332,8 @@ def _process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start:
             if not info.excluded:
                 good.append(msg)
                 topics.add(msg.topic())
+        else:
+            consumer_error(tel, state, msg)
     if not good:
         return
     batch_topic = topics.pop() if len(topics) == 1 else None
@@ -408,7 +404,7 @@ def _process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start:
     opts = tel.options
     if span.is_recording():
         for msg, skipped in gaps:
-            event = _gap_attributes(skipped, msg.offset())
+            event = state.gaps.event_attributes(skipped, msg.offset())
             event[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(msg.partition())
             span.add_event(GAP_EVENT, event)
     if opts.consume_hook is not None and span.is_recording():

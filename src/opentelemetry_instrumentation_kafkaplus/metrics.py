@@ -29,6 +29,7 @@ MESSAGE_AGE = "kafka.message.age"
 MESSAGE_ORIGIN_AGE = "kafka.message.origin_age"
 SKIPPED_MESSAGES = "kafka.consumer.skipped_messages"
 UNDELIVERED_MESSAGES = "kafka.producer.undelivered_messages"
+OFFSET_RESETS = "kafka.consumer.offset_resets"
 
 
 def _histogram(meter: Meter, name: str, description: str, buckets: list[float]) -> Any:
@@ -47,6 +48,7 @@ class Metrics:
         "consumed",
         "enabled",
         "message_age",
+        "offset_resets",
         "operation_duration",
         "origin_age",
         "process_duration",
@@ -95,6 +97,11 @@ class Metrics:
             UNDELIVERED_MESSAGES,
             unit="{message}",
             description="Messages the producer failed to deliver, by error.type.",
+        )
+        self.offset_resets = meter.create_counter(
+            OFFSET_RESETS,
+            unit="{reset}",
+            description="Automatic offset resets librdkafka reported (auto.offset.reset=error).",
         )
 
 

@@ -25,6 +25,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import clientconfig
 from . import semconv as sc
 from ._errors import report, warn_once
+from .dataloss import ACCOUNTED, PENDING_LIMIT, track_producer
 from .propagation import current_origin_ms
 from .telemetry import ACTIVE, Telemetry, suppressed
 
@@ -68,7 +69,8 @@ class ProducerState:
     """What a producer keeps from its config: nothing secret, nothing unused."""
 
     __slots__ = (
-        "aio", "base_attrs", "default_cb", "default_known", "only_error", "tel", "topics",
+        "__weakref__", "aio", "base_attrs", "default_cb", "default_known", "only_error",
+        "pending", "tel", "topics",
     )  # fmt: skip
 
     def __init__(self, conf: Mapping[str, Any] | None) -> None:
@@ -85,6 +87,8 @@ class ProducerState:
         self.tel: Telemetry | None = None
         # Owned by a confluent_kafka.aio.AIOProducer, whose own produce() is traced.
         self.aio = False
+        # Messages whose delivery report is not served yet, for exit accounting.
+        self.pending = track_producer(self)
 
     def topic(self, topic: str, tel: Telemetry) -> _Topic:
         if self.tel is not tel:  # re-instrumented: options may have changed
@@ -164,6 +168,7 @@ def produce(
     try:
         result = orig(client, *call_args, **call_kwargs)
     except BaseException as exc:
+        state.pending.pop(id(call_kwargs.get("on_delivery")), None)
         if span is not None:
             _fail(span, exc)
         raise
@@ -234,9 +239,14 @@ def _delivery_callback(
 ) -> Callable[[Any, Any], Any]:
     start_ns = _time_ns()
     only_error = state.only_error
+    pending = state.pending
 
     def on_delivery(err: Any, msg: Any) -> Any:
         token = None
+        if pending.pop(key, None) is ACCOUNTED:  # already counted as lost at exit
+            if user_cb is not None and not (only_error and err is None):
+                return user_cb(err, msg)
+            return None
         try:
             latency = msg.latency() if msg is not None else None
             end_ns = start_ns + int(latency * 1e9) if latency is not None else _time_ns()
@@ -260,6 +270,9 @@ def _delivery_callback(
                 except Exception as exc:
                     report("producer span", exc)
 
+    key = id(on_delivery)
+    if (span is not None or metering) and len(pending) < PENDING_LIMIT:
+        pending[key] = (info, span)
     return on_delivery
 
 
@@ -396,6 +409,8 @@ def produce_batch(
     try:
         result = orig(client, **call)
     except BaseException as exc:
+        for copy in copies:
+            state.pending.pop(id(copy["callback"]), None)
         for span in spans:
             _fail(span, exc)
         raise
@@ -403,6 +418,7 @@ def produce_batch(
         err = copy.get("_error")
         if err is not None:
             m["_error"] = err
+            state.pending.pop(id(copy["callback"]), None)
             _fail(span, KafkaErrorAsException(err))
         elif not span.is_recording():
             span.end()
