@@ -28,7 +28,7 @@ import wrapt
 from . import consumer as _consumer
 from . import producer as _producer
 from ._errors import report, warn_once
-from .telemetry import ACTIVE, suppressed
+from .telemetry import ACTIVE, end_span, suppressed
 
 
 def _producer_state(instance: Any) -> Any:
@@ -91,7 +91,7 @@ async def _produce(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         raise
     if span is not None:
         if not span.is_recording() and not tel.metering():
-            span.end()
+            end_span(span)
         else:
             future.add_done_callback(_resolver(on_done))
     return future
@@ -127,8 +127,7 @@ async def _poll(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     state = _consumer_state(instance)
     if state is None:
         return await wrapped(*args, **kwargs)
-    if state.open:
-        _consumer.end_open(state)
+    _consumer.end_open(state)
     msg = await wrapped(*args, **kwargs)
     tel = ACTIVE.telemetry
     if msg is not None and tel is not None:
@@ -144,8 +143,7 @@ async def _consume(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     state = _consumer_state(instance)
     if state is None:
         return await wrapped(*args, **kwargs)
-    if state.open:
-        _consumer.end_open(state)
+    _consumer.end_open(state)
     start = _consumer._time_ns()
     msgs = await wrapped(*args, **kwargs)
     tel = ACTIVE.telemetry
@@ -160,7 +158,7 @@ async def _consume(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 
 async def _close(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     state = _consumer_state(instance)
-    if state is not None and state.open:
+    if state is not None:
         _consumer.end_open(state)
     return await wrapped(*args, **kwargs)
 

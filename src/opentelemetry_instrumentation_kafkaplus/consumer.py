@@ -27,7 +27,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import cimpl
-from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -37,8 +36,8 @@ from . import clientconfig
 from . import semconv as sc
 from ._errors import report
 from .dataloss import GAP_EVENT, GapTracker, consumer_error
-from .propagation import extract, headers_carrier, origin_ms, with_origin
-from .telemetry import ACTIVE, Telemetry, suppressed
+from .propagation import ORIGIN_KEY, extract, headers_carrier, origin_ms
+from .telemetry import _BAGGAGE_KEY, _SPAN_KEY, ACTIVE, Telemetry, end_span, suppressed
 
 _CConsumer = cimpl.Consumer
 _orig_poll = cimpl.Consumer.poll
@@ -50,8 +49,9 @@ _CLIENT = SpanKind.CLIENT
 _time_ns = time.time_ns
 _get_current = otel_context.get_current
 _get_current_span = trace.get_current_span
-_set_span_in_context = trace.set_span_in_context
 _ROOT = Context()
+#: Marks a context attached by a consumer: its value is the _Open record.
+_OPEN_KEY = otel_context.create_key("kafkaplus-open-process-span")
 _TS_NOT_AVAILABLE = 0
 
 
@@ -135,18 +135,25 @@ class ConsumerState:
 
 
 def end_open(state: ConsumerState) -> None:
-    """End every open process span of this consumer; restore our own context."""
+    """End every open process span of this consumer; restore our own context.
+
+    Only the calling thread's or task's context can be restored: one we
+    attached carries its ``_Open`` record, found here even when another
+    thread's poll has already ended that span.
+    """
+    current = _get_current()
+    own: Any = current.get(_OPEN_KEY)
+    if own is not None and own.ctx is current and own.prev is not None:
+        otel_context.attach(own.prev)
     pop = state.open.popleft
     while True:
         try:
             item = pop()
         except IndexError:
             return
+        end_ns = _time_ns()
         try:
-            end_ns = _time_ns()
             item.span.end(end_time=end_ns)
-            if item.ctx is not None and item.prev is not None and _get_current() is item.ctx:
-                otel_context.attach(item.prev)
             tel = ACTIVE.telemetry
             if item.metric_attrs is not None and tel is not None:
                 tel.metrics.process_duration.record(
@@ -164,8 +171,7 @@ def poll(
     orig: Any = _orig_poll,
 ) -> Any:
     """Traced ``Consumer.poll``; the same arguments, results and errors."""
-    if state.open:
-        end_open(state)
+    end_open(state)
     tel = ACTIVE.telemetry
     if tel is None or state.aio:
         return orig(client, *args, **kwargs)
@@ -183,6 +189,7 @@ def poll(
 
 
 def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
+    """Start the process span of one message and make it current."""
     info = state.topic(msg.topic(), tel)
     if info.excluded:
         return
@@ -197,22 +204,23 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
     ts_type, ts = msg.timestamp()
     age = (now / 1e6 - ts) / 1e3 if ts_type != _TS_NOT_AVAILABLE and ts > 0 else None
     headers = msg.headers()
-    carrier = headers_carrier(headers) if headers else {}
+    carrier = headers_carrier(headers) if headers else None
     origin = origin_ms(carrier) if carrier else None
+    origin_age = (now / 1e6 - origin) / 1e3 if origin is not None else None
     if origin is None and age is not None:
-        origin = ts
+        origin = ts  # the first hop: this message's own creation is the origin
     if metering:
         m = tel.metrics
         attrs = info.metric_attrs
         if tel.options.metrics_partition:
-            attrs = {**attrs, sc.MESSAGING_DESTINATION_PARTITION_ID: str(msg.partition())}
+            attrs = {**attrs, sc.MESSAGING_DESTINATION_PARTITION_ID: str(partition)}
         m.consumed.add(1, attrs)
         if skipped:
             m.skipped.add(skipped, _with_partition(attrs, partition))
         if age is not None:
             m.message_age.record(max(age, 0.0), attrs)
-        if origin is not None:
-            m.origin_age.record(max((now / 1e6 - origin) / 1e3, 0.0), attrs)
+        if origin_age is not None:
+            m.origin_age.record(max(origin_age, 0.0), attrs)
     else:
         attrs = None
     if not tracing:
@@ -220,49 +228,74 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
         return
     ambient = _get_current()
     ext = extract(carrier) if carrier else None
-    producer_sc = _get_current_span(ext).get_span_context() if ext is not None else None
-    ambient_sc = _get_current_span(ambient).get_span_context()
-    links = []
-    if tel.options.consumer_context_mode == "parent":
-        if producer_sc is not None and producer_sc.is_valid:
-            parent = ext
-            links.append(Link(producer_sc))
-        else:
-            parent = _ROOT
-        if ambient_sc.is_valid:
-            links.append(Link(ambient_sc))
-    else:
-        parent = ambient
-        if producer_sc is not None and producer_sc.is_valid:
-            links.append(Link(producer_sc))
-    span_attrs = info.process_attrs.copy()
-    _message_attributes(span_attrs, msg, tel)
-    if age is not None:
-        span_attrs[sc.KAFKAPLUS_MESSAGE_AGE] = max(age, 0.0)
-    if origin is not None and carrier:
-        span_attrs[sc.KAFKAPLUS_MESSAGE_ORIGIN_AGE] = max((now / 1e6 - origin) / 1e3, 0.0)
+    producer_span: Any = ext.get(_SPAN_KEY) if ext is not None else None
+    producer_sc = producer_span.get_span_context() if producer_span is not None else None
+    if producer_sc is not None and not producer_sc.is_valid:
+        producer_sc = None
     opts = tel.options
-    if opts.header_attributes and headers:
-        sc.header_attributes(span_attrs, headers, opts.header_attributes)
-    span = tel.tracer.start_span(
-        info.process_name, context=parent, kind=_CONSUMER, attributes=span_attrs,
-        links=links, start_time=now,
-    )  # fmt: skip
-    if skipped and span.is_recording():
-        span.add_event(GAP_EVENT, state.gaps.event_attributes(skipped, offset))
-    if opts.consume_hook is not None and span.is_recording():
-        try:
-            opts.consume_hook(span, msg)
-        except Exception as exc:
-            report("consume_hook", exc)
-    ctx = _set_span_in_context(span, ambient)
+    parent_mode = opts.consumer_context_mode == "parent"
+    if (
+        parent_mode
+        and producer_sc is not None
+        and not producer_sc.trace_flags.sampled
+        and tel.drops_unsampled_remote()
+    ):
+        # The sampler follows the producer's "not sampled": skip building a
+        # span the SDK would drop, and keep the producer's context current so
+        # it keeps travelling downstream.
+        span = producer_span
+    else:
+        ambient_span: Any = ambient.get(_SPAN_KEY)
+        ambient_sc = ambient_span.get_span_context() if ambient_span is not None else None
+        links = []
+        if parent_mode:
+            if producer_sc is not None:
+                parent = ext
+                links.append(Link(producer_sc))
+            else:
+                parent = _ROOT
+            if ambient_sc is not None and ambient_sc.is_valid:
+                links.append(Link(ambient_sc))
+        else:
+            parent = ambient
+            if producer_sc is not None:
+                links.append(Link(producer_sc))
+        span_attrs = info.process_attrs.copy()
+        _message_attributes(span_attrs, msg, tel, partition, offset)
+        if age is not None:
+            span_attrs[sc.KAFKAPLUS_MESSAGE_AGE] = max(age, 0.0)
+        if origin_age is not None:
+            span_attrs[sc.KAFKAPLUS_MESSAGE_ORIGIN_AGE] = max(origin_age, 0.0)
+        if opts.header_attributes and headers:
+            sc.header_attributes(span_attrs, headers, opts.header_attributes)
+        span = tel.tracer.start_span(
+            info.process_name, context=parent, kind=_CONSUMER, attributes=span_attrs,
+            links=links, start_time=now,
+        )  # fmt: skip
+        if span.is_recording():
+            if skipped:
+                span.add_event(GAP_EVENT, state.gaps.event_attributes(skipped, offset))
+            if opts.consume_hook is not None:
+                try:
+                    opts.consume_hook(span, msg)
+                except Exception as exc:
+                    report("consume_hook", exc)
+    # One new context: the ambient one plus our span, the message's baggage and
+    # its origin time (so a producer called while processing forwards it).
+    values = dict(ambient)
+    values[_SPAN_KEY] = span
     if ext is not None:
-        for k, v in otel_baggage.get_all(ext).items():
-            ctx = otel_baggage.set_baggage(k, v, ctx)
+        bag: Any = ext.get(_BAGGAGE_KEY)
+        if bag:
+            outer: Any = ambient.get(_BAGGAGE_KEY)
+            values[_BAGGAGE_KEY] = {**outer, **bag} if outer else bag
     if origin is not None:
-        ctx = with_origin(ctx, origin)
+        values[ORIGIN_KEY] = origin
+    item = _Open(span, None, ambient, now, attrs)
+    values[_OPEN_KEY] = item
+    item.ctx = ctx = Context(values)
     otel_context.attach(ctx)
-    state.open.append(_Open(span, ctx, ambient, now, attrs))
+    state.open.append(item)
 
 
 def _with_partition(attrs: dict[str, Any], partition: int) -> dict[str, Any]:
@@ -271,13 +304,13 @@ def _with_partition(attrs: dict[str, Any], partition: int) -> dict[str, Any]:
     return {**attrs, sc.MESSAGING_DESTINATION_PARTITION_ID: str(partition)}
 
 
-def _message_attributes(attrs: dict[str, Any], msg: Any, tel: Telemetry) -> None:
-    partition = msg.partition()
+def _message_attributes(
+    attrs: dict[str, Any], msg: Any, tel: Telemetry, partition: Any, offset: Any
+) -> None:
     if partition is not None and partition >= 0:
         attrs[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
         if tel.options.semconv_dup:
             attrs[sc.LEGACY_PARTITION] = partition
-    offset = msg.offset()
     if offset is not None and offset >= 0:
         attrs[sc.MESSAGING_KAFKA_OFFSET] = offset
         if tel.options.semconv_dup:
@@ -301,8 +334,7 @@ def consume(
     orig: Any = _orig_consume,
 ) -> Any:
     """Traced ``Consumer.consume``; the same arguments, results and errors."""
-    if state.open:
-        end_open(state)
+    end_open(state)
     tel = ACTIVE.telemetry
     if tel is None or state.aio:
         return orig(client, *args, **kwargs)
@@ -395,7 +427,7 @@ def _process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start:
     receive = tracer.start_span(
         batch.poll_name, kind=_CLIENT, attributes=poll_attrs, links=links, start_time=start
     )
-    receive.end(end_time=now)
+    end_span(receive, now)
     ambient = _get_current()
     span = tracer.start_span(
         batch.process_name, context=ambient, kind=_CONSUMER, attributes=process_attrs,
@@ -413,9 +445,10 @@ def _process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start:
                 opts.consume_hook(span, msg)
             except Exception as exc:
                 report("consume_hook", exc)
-    ctx = _set_span_in_context(span, ambient)
+    item = _Open(span, None, ambient, now, batch.metric_attrs if metering else None)
+    item.ctx = ctx = Context({**ambient, _SPAN_KEY: span, _OPEN_KEY: item})
     otel_context.attach(ctx)
-    state.open.append(_Open(span, ctx, ambient, now, batch.metric_attrs if metering else None))
+    state.open.append(item)
 
 
 _NOOP_SPAN = trace.INVALID_SPAN
@@ -429,8 +462,7 @@ def close(
     orig: Any = _orig_close,
 ) -> Any:
     """Traced ``Consumer.close``: open process spans end before the client closes."""
-    if state.open:
-        end_open(state)
+    end_open(state)
     return orig(client, *args, **kwargs)
 
 

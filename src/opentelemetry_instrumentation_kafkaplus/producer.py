@@ -26,8 +26,7 @@ from . import clientconfig
 from . import semconv as sc
 from ._errors import report, warn_once
 from .dataloss import ACCOUNTED, PENDING_LIMIT, track_producer
-from .propagation import current_origin_ms
-from .telemetry import ACTIVE, Telemetry, suppressed
+from .telemetry import _SPAN_KEY, _SUPPRESS_KEY, ACTIVE, Telemetry, end_span, suppressed
 
 _CProducer = cimpl.Producer
 _orig_produce = cimpl.Producer.produce
@@ -35,9 +34,11 @@ _orig_produce = cimpl.Producer.produce
 _PRODUCE_ARGS = (
     "topic", "value", "key", "partition", "callback", "on_delivery", "timestamp", "headers",
 )  # fmt: skip
-_PRODUCE_KW = frozenset(_PRODUCE_ARGS)
+_KW_POSITION = {name: i for i, name in enumerate(_PRODUCE_ARGS)}
+_INVALID = trace.INVALID_SPAN_CONTEXT
 _SEND_KIND = SpanKind.PRODUCER
 _set_span_in_context = trace.set_span_in_context
+_get_current = otel_context.get_current
 _get_current_span = trace.get_current_span
 _time_ns = time.time_ns
 
@@ -107,36 +108,52 @@ def produce(
     kwargs: dict[str, Any],
     orig: Any = _orig_produce,
 ) -> Any:
-    """Traced ``Producer.produce``; the same arguments, results and errors."""
+    """Traced ``Producer.produce``; the same arguments, results and errors.
+
+    The hot path: one context lookup, and nothing more when no SDK records and
+    there is no context to propagate.
+    """
     tel = ACTIVE.telemetry
-    if tel is None or suppressed():
+    if tel is None:
         if state.only_error:
             return _produce_filtered(client, state, args, kwargs, orig)
         return orig(client, *args, **kwargs)
+    ctx = _get_current()
+    if ctx.get(_SUPPRESS_KEY):
+        if state.only_error:
+            return _produce_filtered(client, state, args, kwargs, orig)
+        return orig(client, *args, **kwargs)
+    tracing = tel.tracing()
+    metering = tel.metering()
+    if not tracing and not metering and not state.only_error:
+        current: Any = ctx.get(_SPAN_KEY)
+        if current is None or not current.get_span_context().is_valid:
+            return orig(client, *args, **kwargs)
     n = len(args)
     topic = args[0] if n else kwargs.get("topic")
     if type(topic) is not str or n > 8:
         return orig(client, *args, **kwargs)
     for k in kwargs:
-        if k not in _PRODUCE_KW or _PRODUCE_ARGS.index(k) < n:
+        pos = _KW_POSITION.get(k)
+        if pos is None or pos < n:
             # Let confluent-kafka reject it with its own message.
             return orig(client, *args, **kwargs)
+    span = None
     try:
         info = state.topic(topic, tel)
         if info.excluded:
             if state.only_error:
                 return _produce_filtered(client, state, args, kwargs, orig)
             return orig(client, *args, **kwargs)
-        tracing = tel.tracing()
-        metering = tel.metering()
-        if not tracing:
-            span = None
-            span_ctx = _get_current_span().get_span_context()
-            if not span_ctx.is_valid and not metering and not state.only_error:
-                return orig(client, *args, **kwargs)
-        else:
-            span = _start_span(tel, info, args, kwargs, n)
+        if tracing:
+            span = _start_span(tel, info, args, kwargs, n, ctx)
             span_ctx = span.get_span_context()
+            recording = span.is_recording()
+        else:
+            span = None
+            current = ctx.get(_SPAN_KEY)
+            span_ctx = current.get_span_context() if current is not None else _INVALID
+            recording = False
         call_kwargs = dict(kwargs)
         call_args = args
         if n > 4:
@@ -144,14 +161,15 @@ def produce(
                 call_kwargs[_PRODUCE_ARGS[i]] = args[i]
             call_args = args[:4]
         if span_ctx.is_valid:
-            ctx = otel_context.get_current() if span is None else _set_span_in_context(span)
-            added = tel.injector.carrier_for(ctx, span_ctx)
-            origin = current_origin_ms(ctx)
-            added[_ORIGIN] = str(origin if origin is not None else _time_ns() // 1_000_000)
-            call_kwargs["headers"] = tel.injector.merge(call_kwargs.get("headers"), added)
-        recording = span is not None and span.is_recording()
+            injector = tel.injector
+            try:
+                added = injector.headers_for(ctx, span_ctx, span)
+            except Exception as exc:  # a broken propagator: the message goes without
+                report("trace context injection", exc)
+            else:
+                call_kwargs["headers"] = injector.merge(call_kwargs.get("headers"), added)
         if recording or metering or state.only_error:
-            user_cb = call_kwargs.pop("callback", None) or call_kwargs.get("on_delivery")
+            user_cb = _chosen_callback(call_kwargs)
             if user_cb is None:
                 if state.default_known:
                     user_cb = state.default_cb
@@ -164,6 +182,8 @@ def produce(
                 )
     except Exception as exc:
         report("producer instrumentation", exc)
+        if span is not None:
+            end_span(span)
         return orig(client, *args, **kwargs)
     try:
         result = orig(client, *call_args, **call_kwargs)
@@ -173,15 +193,31 @@ def produce(
             _fail(span, exc)
         raise
     if span is not None and not recording:
-        span.end()
+        end_span(span)
     return result
 
 
-_ORIGIN = "kafkaplus-origin-ms"
+def _chosen_callback(call_kwargs: dict[str, Any]) -> Any:
+    """The callback confluent-kafka would call, removed from the call.
+
+    As in its C code: ``callback`` (even given as None) wins over
+    ``on_delivery``; None means the client's default ``on_delivery``.
+    """
+    if "callback" in call_kwargs:
+        call_kwargs.pop("on_delivery", None)
+        return call_kwargs.pop("callback")
+    return call_kwargs.pop("on_delivery", None)
+
+
 
 
 def _start_span(
-    tel: Telemetry, info: _Topic, args: tuple[Any, ...], kwargs: dict[str, Any], n: int
+    tel: Telemetry,
+    info: _Topic,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    n: int,
+    ctx: Any = None,
 ) -> Any:
     attrs = info.attrs.copy()
     value = args[1] if n > 1 else kwargs.get("value")
@@ -203,7 +239,7 @@ def _start_span(
     if opts.header_attributes:
         headers = args[7] if n > 7 else kwargs.get("headers")
         sc.header_attributes(attrs, headers, opts.header_attributes)
-    span = tel.tracer.start_span(info.name, kind=_SEND_KIND, attributes=attrs)
+    span = tel.tracer.start_span(info.name, context=ctx, kind=_SEND_KIND, attributes=attrs)
     if opts.produce_hook is not None and span.is_recording():
         try:
             opts.produce_hook(
@@ -252,7 +288,8 @@ def _delivery_callback(
             end_ns = start_ns + int(latency * 1e9) if latency is not None else _time_ns()
             if span is not None:
                 _record_delivery(span, err, msg, tel)
-                token = otel_context.attach(_set_span_in_context(span))
+                if user_cb is not None:
+                    token = otel_context.attach(_set_span_in_context(span))
             if metering:
                 _record_metrics(tel, info, err, msg, (end_ns - start_ns) / 1e9)
         except Exception as exc:
@@ -282,14 +319,16 @@ def _record_delivery(span: Any, err: Any, msg: Any, tel: Telemetry) -> None:
     if err is None:
         partition = msg.partition()
         offset = msg.offset()
+        attrs: dict[str, Any] = {}
         if partition is not None and partition >= 0:
-            span.set_attribute(sc.MESSAGING_DESTINATION_PARTITION_ID, str(partition))
+            attrs[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
             if tel.options.semconv_dup:
-                span.set_attribute(sc.LEGACY_PARTITION, partition)
+                attrs[sc.LEGACY_PARTITION] = partition
         if offset is not None and offset >= 0:
-            span.set_attribute(sc.MESSAGING_KAFKA_OFFSET, offset)
+            attrs[sc.MESSAGING_KAFKA_OFFSET] = offset
             if tel.options.semconv_dup:
-                span.set_attribute(sc.LEGACY_MESSAGE_ID, f"{msg.topic()}.{partition}.{offset}")
+                attrs[sc.LEGACY_MESSAGE_ID] = f"{msg.topic()}.{partition}.{offset}"
+        span.set_attributes(attrs)
     else:
         etype = sc.error_type(err)
         span.set_attribute(sc.ERROR_TYPE, etype)
@@ -326,12 +365,12 @@ def _produce_filtered(
     see successful reports it did not ask for.
     """
     n = len(args)
-    if n > 8 or any(k not in _PRODUCE_KW or _PRODUCE_ARGS.index(k) < n for k in kwargs):
+    if n > 8 or any(_KW_POSITION.get(k, -1) < n for k in kwargs):
         return orig(client, *args, **kwargs)
     call = dict(kwargs)
     for i in range(4, n):
         call[_PRODUCE_ARGS[i]] = args[i]
-    user_cb = call.pop("callback", None) or call.get("on_delivery") or state.default_cb
+    user_cb = _chosen_callback(call) or state.default_cb
     if user_cb is not None:
 
         def only_errors(err: Any, msg: Any) -> Any:
@@ -386,7 +425,7 @@ def produce_batch(
                 "are still recorded.",
                 topic,
             )
-        batch_cb = call.pop("callback", None) or call.get("on_delivery") or state.default_cb
+        batch_cb = _chosen_callback(call) or state.default_cb
         call.pop("on_delivery", None)
         metering = tel.metering()
         spans = []
@@ -421,7 +460,7 @@ def produce_batch(
             state.pending.pop(id(copy["callback"]), None)
             _fail(span, KafkaErrorAsException(err))
         elif not span.is_recording():
-            span.end()
+            end_span(span)
     return result
 
 
@@ -469,7 +508,7 @@ def transaction(client: Any, state: ProducerState, op: str, args: tuple[Any, ...
     except BaseException as exc:
         _fail(span, exc)
         raise
-    span.end()
+    end_span(span)
     return result
 
 

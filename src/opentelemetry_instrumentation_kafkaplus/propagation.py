@@ -19,13 +19,14 @@ output (a test proves it) and several times cheaper.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from opentelemetry import baggage as _baggage
 from opentelemetry import propagate, trace
+from opentelemetry.baggage import _BAGGAGE_KEY
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.context import Context, create_key, get_value, set_value
+from opentelemetry.context import Context, create_key, get_current, get_value, set_value
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -125,8 +126,14 @@ class Injector:
         self._fields = frozenset(fields)
         self._prop = prop
 
-    def carrier_for(self, ctx: Context | None, span_context: trace.SpanContext) -> dict[str, str]:
-        """The headers to add for this context (may be empty)."""
+    def headers_for(
+        self, ctx: Context, span_context: trace.SpanContext, span: trace.Span | None
+    ) -> dict[str, str]:
+        """The headers to add: trace context of ``span`` (or of ``ctx``) and the origin.
+
+        ``ctx`` is the caller's current context (baggage, origin); ``span`` the
+        producer span about to become the message's parent, if any.
+        """
         prop = propagate.get_global_textmap()
         if prop is not self._prop:
             self._refresh(prop)
@@ -139,10 +146,18 @@ class Injector:
                 )
                 if span_context.trace_state:
                     out["tracestate"] = span_context.trace_state.to_header()
-            if _baggage.get_all(ctx):
+            if ctx.get(_BAGGAGE_KEY):
                 _BAGGAGE.inject(out, ctx)
         else:
-            prop.inject(out, ctx)
+            prop.inject(out, trace.set_span_in_context(span, ctx) if span is not None else ctx)
+        origin = ctx.get(ORIGIN_KEY)
+        out[ORIGIN_HEADER] = str(origin) if origin else str(time.time_ns() // 1_000_000)
+        return out
+
+    def carrier_for(self, ctx: Context | None, span_context: trace.SpanContext) -> dict[str, str]:
+        """Trace headers only (no origin): what the propagator would write for ``ctx``."""
+        out = self.headers_for(ctx if ctx is not None else get_current(), span_context, None)
+        del out[ORIGIN_HEADER]
         return out
 
     def merge(self, headers: Headers, added: Mapping[str, str]) -> Headers:
@@ -177,9 +192,29 @@ class Injector:
 _BAGGAGE = W3CBaggagePropagator()
 
 
+_TRACECONTEXT = TraceContextTextMapPropagator()
+_ROOT = Context()
+_extract_fast: list[Any] = [None, False]  # [propagator seen, is the default W3C one]
+
+
 def extract(carrier: Mapping[str, Any]) -> Context:
-    """Context (span context and baggage) from a consumed message's headers."""
-    return propagate.extract(carrier, getter=GETTER)
+    """Context (span context and baggage) from a consumed message's headers.
+
+    With the default propagator, W3C trace context is read by its own
+    propagator directly and baggage only when a ``baggage`` header exists:
+    the same result as the composite propagator, without its per-call work.
+    """
+    prop = propagate.get_global_textmap()
+    if prop is not _extract_fast[0]:
+        _extract_fast[0], _extract_fast[1] = prop, _is_default_w3c(prop)
+    if not _extract_fast[1]:
+        return propagate.extract(carrier, getter=GETTER)
+    ctx = _ROOT
+    if "traceparent" in carrier:
+        ctx = _TRACECONTEXT.extract(carrier, ctx, GETTER)
+    if "baggage" in carrier:
+        ctx = _BAGGAGE.extract(carrier, ctx, GETTER)
+    return ctx
 
 
 def origin_ms(carrier: Mapping[str, Any]) -> int | None:

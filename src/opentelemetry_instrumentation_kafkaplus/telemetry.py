@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry import baggage as _baggage
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import NoOpTracer, ProxyTracer, Tracer
+from opentelemetry.trace import propagation as _trace_propagation
 
 from .config import Options
 from .metrics import Metrics
@@ -30,6 +32,7 @@ class Telemetry:
         self.injector = Injector()
         self.statistics = statistics
         self._tracing: bool | None = None
+        self._drops: bool | None = None
         self._metering: bool | None = None
 
     def tracing(self) -> bool:
@@ -52,6 +55,16 @@ class Telemetry:
         self._tracing = True
         return True
 
+    def drops_unsampled_remote(self) -> bool:
+        """Whether the SDK sampler drops spans whose remote parent is not sampled.
+
+        True for the SDK's ParentBased samplers with their default for that
+        case (ALWAYS_OFF); then a consumer can skip building such a span.
+        """
+        if self._drops is None:
+            self._drops = _drops_unsampled_remote(self.tracer)
+        return self._drops
+
     def metering(self) -> bool:
         """False while metrics go nowhere (no MeterProvider set yet)."""
         if self._metering is not None:
@@ -64,6 +77,33 @@ class Telemetry:
             return False
         self._metering = True
         return True
+
+
+# The context keys the hot paths read directly, saving a call per message.
+_SPAN_KEY = _trace_propagation._SPAN_KEY
+_SUPPRESS_KEY = _SUPPRESS_INSTRUMENTATION_KEY
+_BAGGAGE_KEY = _baggage._BAGGAGE_KEY
+
+
+def _drops_unsampled_remote(tracer: Any) -> bool:
+    try:
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+    except ImportError:
+        return False
+    sampler = getattr(tracer, "sampler", None)
+    return isinstance(sampler, ParentBased) and (
+        getattr(sampler, "_remote_parent_not_sampled", None) is ALWAYS_OFF
+    )
+
+
+def end_span(span: Any, end_time: int | None = None) -> None:
+    """End a span; a failing span processor is reported, never raised into the app."""
+    try:
+        span.end(end_time=end_time)
+    except Exception as exc:
+        from ._errors import report
+
+        report("span end", exc)
 
 
 def suppressed() -> bool:
