@@ -119,17 +119,27 @@ def test_app_stats_cb_gets_identical_json_and_batch_metrics_follow_linger(mock_c
         seen = []
         p = producer(mock_cluster, **{"linger.ms": linger_ms, "statistics.interval.ms": 1000,
                                       "stats_cb": seen.append})  # fmt: skip
-        deadline = time.monotonic() + 4
-        while time.monotonic() < deadline:
+
+        def observed():
+            return [x.value for x in otel.metric_points("kafka.producer.batch.messages")
+                    if x.attributes.get("messaging.destination.name") == topic
+                    and x.attributes.get("kafka.stat") == "avg"]
+
+        # Produce steadily until statistics have reported a few intervals with
+        # batches in them (served by poll(); a busy machine may take longer).
+        samples: list[float] = []
+        reports = 0
+        deadline = time.monotonic() + 30
+        while len(samples) < 3 and time.monotonic() < deadline:
             for _ in range(200):
                 p.produce(topic, b"x" * 100, partition=0)
             p.poll(0.05)
+            if len(seen) > reports:  # a new statistics report was served
+                reports = len(seen)
+                samples.extend(observed())
         p.flush(10)
-        p.poll(1.2)
-        pts = [x for x in otel.metric_points("kafka.producer.batch.messages")
-               if x.attributes.get("messaging.destination.name") == topic
-               and x.attributes.get("kafka.stat") == "avg"]
         assert seen and all(isinstance(s, str) and s.startswith("{") for s in seen)
-        return max(x.value for x in pts)
+        assert samples, "no batch statistics reported"
+        return max(samples)
 
     assert batch_messages(200) > 2 * batch_messages(0)

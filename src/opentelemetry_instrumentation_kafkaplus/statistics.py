@@ -631,6 +631,9 @@ def _fields(
             points[metric].append(Observation(value, attrs))
 
 
+_INF = float("inf")
+
+
 def _windows(
     source: dict[str, Any],
     windows: tuple[tuple[str, str, int, bool], ...],
@@ -654,8 +657,8 @@ def _windows(
             value = window.get(stat)
             if empty:
                 value = 0
-            elif type(value) is not int and type(value) is not float:
-                continue
+            elif (type(value) is not int and type(value) is not float) or not 0 <= value < _INF:
+                continue  # durations and sizes: never negative, NaN or infinite
             stat_key = (*key, stat)
             stat_attrs = cache.get(stat_key)
             if stat_attrs is None:
