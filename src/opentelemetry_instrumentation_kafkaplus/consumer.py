@@ -21,6 +21,7 @@ threads or asyncio tasks never tries to detach a token from another context
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -661,6 +662,18 @@ class Consumer(_CConsumer):
 
     def store_offsets(self, *args: Any, **kwargs: Any) -> Any:
         return store_offsets(self, self._kafkaplus, args, kwargs)
+
+    def __del__(self) -> None:
+        # Dropped without close(): its last process span still ends (the
+        # context it was current in cannot be restored from here).
+        try:
+            state = self._kafkaplus
+        except AttributeError:
+            return
+        for item in list(state.open):
+            with contextlib.suppress(Exception):
+                item.span.end()
+        state.open.clear()
 
     def close(self, *args: Any, **kwargs: Any) -> Any:
         try:
