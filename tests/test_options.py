@@ -78,7 +78,7 @@ def test_capture_headers_hooks_and_exclusion(mock_cluster, otel_factory):
         assert span.attributes["messaging.header.tenant"] == ("acme",)
         assert not any("secret" in k for k in span.attributes)
     assert otel.spans(f"send {skipped}") == []
-    assert [k for k, _ in m.headers()] == ["tenant", "secret", "traceparent", "kafkaplus-origin-ms"]
+    assert [k for k, _ in m.headers()] == ["tenant", "secret", "traceparent"]
 
 
 def test_messaging_dup_adds_the_legacy_names(mock_cluster, otel_factory, monkeypatch):

@@ -209,8 +209,6 @@ def _chosen_callback(call_kwargs: dict[str, Any]) -> Any:
     return call_kwargs.pop("on_delivery", None)
 
 
-
-
 def _start_span(
     tel: Telemetry,
     info: _Topic,

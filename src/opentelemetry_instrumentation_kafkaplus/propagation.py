@@ -19,7 +19,6 @@ output (a test proves it) and several times cheaper.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -33,7 +32,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 #: Header that carries the time (ms since the epoch) the FIRST producer of a
 #: multi-hop pipeline created the message, so the last hop can report the age
-#: since origin even when traces are not sampled.
+#: since origin even when traces are not sampled. Written from the second hop
+#: on: the first message's own timestamp is the origin.
 ORIGIN_HEADER = "kafkaplus-origin-ms"
 
 #: Context key under which the consumer keeps the origin time of the message
@@ -150,14 +150,18 @@ class Injector:
                 _BAGGAGE.inject(out, ctx)
         else:
             prop.inject(out, trace.set_span_in_context(span, ctx) if span is not None else ctx)
+        # A message created while another is processed carries that one's
+        # origin on; a first-hop message needs no header: its own timestamp is
+        # its origin.
         origin = ctx.get(ORIGIN_KEY)
-        out[ORIGIN_HEADER] = str(origin) if origin else str(time.time_ns() // 1_000_000)
+        if origin:
+            out[ORIGIN_HEADER] = str(origin)
         return out
 
     def carrier_for(self, ctx: Context | None, span_context: trace.SpanContext) -> dict[str, str]:
         """Trace headers only (no origin): what the propagator would write for ``ctx``."""
         out = self.headers_for(ctx if ctx is not None else get_current(), span_context, None)
-        del out[ORIGIN_HEADER]
+        out.pop(ORIGIN_HEADER, None)
         return out
 
     def merge(self, headers: Headers, added: Mapping[str, str]) -> Headers:
