@@ -82,11 +82,14 @@ async def _produce(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
                 )
     except Exception as exc:
         report("aio producer instrumentation", exc)
-        span = None
+        if span is not None:
+            end_span(span)
+            span = None
     try:
         future = await wrapped(*args, **kwargs)
     except BaseException as exc:
         if span is not None:
+            state.pending.pop(id(on_done), None)  # never queued: not lost at exit
             _producer._fail(span, exc)
         raise
     if span is not None:
