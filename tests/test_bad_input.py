@@ -20,7 +20,6 @@ import confluent_kafka
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
@@ -41,14 +40,6 @@ LOGGER = "opentelemetry_instrumentation_kafkaplus"
 OURS = {"traceparent", "tracestate", "baggage", "kafkaplus-origin-ms"}
 
 
-@pytest.fixture(autouse=True)
-def _restore_context() -> Iterator[None]:
-    """Leave the thread's OpenTelemetry context as the test found it."""
-    token = otel_context.attach(otel_context.get_current())
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
 
 
 def tp(n: int) -> str:

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import TopicPartition
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from conftest import assigned_consumer, consumer, make_otel, producer, unique
@@ -32,14 +31,6 @@ FAST = {"fetch.wait.max.ms": 10}
 POLLED_BY = {"0": "pool-0", "1": "pool-1", "2": "to_thread", "3": "executor"}
 
 
-@pytest.fixture(autouse=True)
-def _restore_context() -> Iterator[None]:
-    """Leave the thread's OpenTelemetry context as the test found it."""
-    token = otel_context.attach(otel_context.get_current())
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
 
 
 class _Collect(logging.Handler):

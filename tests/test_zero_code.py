@@ -74,7 +74,7 @@ def test_demo_relays_to_the_users_otlp_endpoint(mock_cluster, monkeypatch, capsy
 
 
 def test_demo_fails_clearly_when_the_broker_is_unreachable(capsys):
-    from conftest import free_port
+    from opentelemetry_instrumentation_kafkaplus.testing import free_port
 
     rc = demo_main(["--bootstrap-servers", f"127.0.0.1:{free_port()}", "--timeout", "5"])
     err = capsys.readouterr().err

@@ -22,6 +22,30 @@ from ._errors import report
 from .telemetry import ACTIVE
 
 
+def init_client(
+    client: Any,
+    base_init: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    producer: bool,
+    state_type: Any,
+) -> None:
+    """The traced clients' ``__init__``: the real constructor, then our state.
+
+    The constructor's own errors propagate untouched; ours are reported and
+    leave a client that is traced with fewer attributes.
+    """
+    args, kwargs, conf, stats_cb = prepare(args, kwargs, producer=producer)
+    base_init(client, *args, **kwargs)
+    client._kafkaplus_stats = stats_cb
+    try:
+        client._kafkaplus = state_type(conf)
+    except Exception as exc:
+        report("client setup", exc)
+        client._kafkaplus = state_type({})
+
+
 def merged(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
     """The config as confluent-kafka will see it, or None when malformed."""
     if args:

@@ -631,16 +631,13 @@ class Consumer(_CConsumer):
     """confluent_kafka.Consumer, traced. Substituted for the original class."""
 
     __slots__ = ("_kafkaplus", "_kafkaplus_stats")
+    _kafkaplus: ConsumerState
+    _kafkaplus_stats: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        args, kwargs, conf, stats_cb = clientconfig.prepare(args, kwargs, producer=False)
-        super().__init__(*args, **kwargs)
-        self._kafkaplus_stats = stats_cb
-        try:
-            self._kafkaplus = ConsumerState(conf)
-        except Exception as exc:
-            report("consumer setup", exc)
-            self._kafkaplus = ConsumerState({})
+        clientconfig.init_client(
+            self, _CConsumer.__init__, args, kwargs, producer=False, state_type=ConsumerState
+        )
 
     def poll(self, *args: Any, **kwargs: Any) -> Any:
         return poll(self, self._kafkaplus, args, kwargs)

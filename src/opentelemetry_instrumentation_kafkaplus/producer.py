@@ -510,20 +510,42 @@ def transaction(client: Any, state: ProducerState, op: str, args: tuple[Any, ...
     return result
 
 
+TRANSACTION_OPS = (
+    "init_transactions",
+    "begin_transaction",
+    "send_offsets_to_transaction",
+    "commit_transaction",
+    "abort_transaction",
+)
+
+
+def transaction_method(op: str, *, proxy: bool = False) -> Any:
+    """A traced transaction method, for the Producer subclass or the instance proxy."""
+    base = getattr(_CProducer, op)
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if proxy:
+            client = self.__wrapped__
+            return transaction(client, self._self_kafkaplus, op, args, kwargs,
+                               getattr(type(client), op))  # fmt: skip
+        return transaction(self, self._kafkaplus, op, args, kwargs, base)
+
+    method.__name__ = op
+    method.__doc__ = base.__doc__
+    return method
+
+
 class Producer(_CProducer):
     """confluent_kafka.Producer, traced. Substituted for the original class."""
 
     __slots__ = ("_kafkaplus", "_kafkaplus_stats")
+    _kafkaplus: ProducerState
+    _kafkaplus_stats: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        args, kwargs, conf, stats_cb = clientconfig.prepare(args, kwargs, producer=True)
-        super().__init__(*args, **kwargs)
-        self._kafkaplus_stats = stats_cb
-        try:
-            self._kafkaplus = ProducerState(conf)
-        except Exception as exc:
-            report("producer setup", exc)
-            self._kafkaplus = ProducerState({})
+        clientconfig.init_client(
+            self, _CProducer.__init__, args, kwargs, producer=True, state_type=ProducerState
+        )
 
     def produce(self, *args: Any, **kwargs: Any) -> Any:
         return produce(self, self._kafkaplus, args, kwargs)
@@ -531,22 +553,8 @@ class Producer(_CProducer):
     def produce_batch(self, *args: Any, **kwargs: Any) -> Any:
         return produce_batch(self, self._kafkaplus, args, kwargs)
 
-    def init_transactions(self, *args: Any, **kwargs: Any) -> Any:
-        return transaction(self, self._kafkaplus, "init_transactions", args, kwargs,
-                           _CProducer.init_transactions)  # fmt: skip
-
-    def begin_transaction(self, *args: Any, **kwargs: Any) -> Any:
-        return transaction(self, self._kafkaplus, "begin_transaction", args, kwargs,
-                           _CProducer.begin_transaction)  # fmt: skip
-
-    def send_offsets_to_transaction(self, *args: Any, **kwargs: Any) -> Any:
-        return transaction(self, self._kafkaplus, "send_offsets_to_transaction", args, kwargs,
-                           _CProducer.send_offsets_to_transaction)  # fmt: skip
-
-    def commit_transaction(self, *args: Any, **kwargs: Any) -> Any:
-        return transaction(self, self._kafkaplus, "commit_transaction", args, kwargs,
-                           _CProducer.commit_transaction)  # fmt: skip
-
-    def abort_transaction(self, *args: Any, **kwargs: Any) -> Any:
-        return transaction(self, self._kafkaplus, "abort_transaction", args, kwargs,
-                           _CProducer.abort_transaction)  # fmt: skip
+    init_transactions = transaction_method("init_transactions")
+    begin_transaction = transaction_method("begin_transaction")
+    send_offsets_to_transaction = transaction_method("send_offsets_to_transaction")
+    commit_transaction = transaction_method("commit_transaction")
+    abort_transaction = transaction_method("abort_transaction")

