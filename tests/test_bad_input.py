@@ -682,8 +682,9 @@ def walk_strings(root: Any, limit: int = 200_000) -> Iterator[str]:
 
 
 def _ours(o: Any) -> bool:
-    mod = getattr(type(o), "__module__", "") or ""
-    return mod.startswith("opentelemetry_instrumentation_kafkaplus")
+    mod = getattr(type(o), "__module__", "")
+    # wrapt's proxy types expose __module__ as a property.
+    return isinstance(mod, str) and mod.startswith("opentelemetry_instrumentation_kafkaplus")
 
 
 def span_strings(otel: Otel) -> list[str]:

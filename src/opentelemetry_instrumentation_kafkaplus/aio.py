@@ -23,11 +23,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import wrapt
-
 from . import consumer as _consumer
 from . import producer as _producer
 from ._errors import report, warn_once
+from .serializing import patch
 from .telemetry import ACTIVE, end_span, suppressed
 
 
@@ -166,13 +165,13 @@ async def _close(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     return await wrapped(*args, **kwargs)
 
 
-def wrap() -> list[tuple[Any, str]]:
+def wrap() -> list[tuple[Any, str, Any]]:
     """Wrap the aio client classes, when this confluent-kafka has them."""
     try:
         from confluent_kafka.aio import AIOConsumer, AIOProducer
     except ImportError:
         return []
-    done: list[tuple[Any, str]] = []
+    done: list[tuple[Any, str, Any]] = []
     for owner, name, wrapper in (
         (AIOProducer, "__init__", _init_producer),
         (AIOProducer, "produce", _produce),
@@ -182,6 +181,5 @@ def wrap() -> list[tuple[Any, str]]:
         (AIOConsumer, "close", _close),
     ):
         if name in vars(owner):
-            wrapt.wrap_function_wrapper(owner, name, wrapper)
-            done.append((owner, name))
+            patch(done, owner, name, wrapper)
     return done

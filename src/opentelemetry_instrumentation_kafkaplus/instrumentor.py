@@ -38,7 +38,7 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     # KafkaPlusInstrumentor(): state lives on the class, not set in __init__.
     _patched: list[tuple[Any, str, Any]] = []
     _bridges: dict[int, Any] = {}
-    _wrapped: list[tuple[Any, str]] = []
+    _wrapped: list[tuple[Any, str, Any]] = []
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments

@@ -69,18 +69,26 @@ def _consumer_method(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def wrap() -> list[tuple[Any, str]]:
+_ABSENT = object()
+
+
+def patch(done: list[tuple[Any, str, Any]], owner: Any, name: str, wrapper: Any) -> None:
+    """wrapt-wrap ``owner.name``, remembering exactly what ``owner`` itself held."""
+    done.append((owner, name, owner.__dict__.get(name, _ABSENT)))
+    wrapt.wrap_function_wrapper(owner, name, wrapper)
+
+
+def wrap() -> list[tuple[Any, str, Any]]:
     """Wrap the Python client classes; returns what to unwrap."""
     import confluent_kafka
 
-    done: list[tuple[Any, str]] = []
+    done: list[tuple[Any, str, Any]] = []
     sp = getattr(confluent_kafka, "SerializingProducer", None)
     dc = getattr(confluent_kafka, "DeserializingConsumer", None)
     if sp is not None:
         sig = inspect.signature(sp.produce)
         for name, wrapper in (("__init__", _init(True)), ("produce", _make_produce(sig))):
-            wrapt.wrap_function_wrapper(sp, name, wrapper)
-            done.append((sp, name))
+            patch(done, sp, name, wrapper)
     if dc is not None:
         for name, wrapper in (
             ("__init__", _init(False)),
@@ -88,14 +96,15 @@ def wrap() -> list[tuple[Any, str]]:
             ("commit", _consumer_method(commit)),
             ("close", _consumer_method(close)),
         ):
-            wrapt.wrap_function_wrapper(dc, name, wrapper)
-            done.append((dc, name))
+            patch(done, dc, name, wrapper)
     return done
 
 
-def unwrap(done: list[tuple[Any, str]]) -> None:
-    """Undo ``wrap()`` (also used for the aio wrappers)."""
-    for owner, name in done:
-        current = owner.__dict__.get(name)
-        if isinstance(current, wrapt.ObjectProxy):
-            setattr(owner, name, current.__wrapped__)
+def unwrap(done: list[tuple[Any, str, Any]]) -> None:
+    """Undo ``wrap()`` (also used for the aio wrappers): restore what each class held."""
+    for owner, name, original in reversed(done):
+        if original is _ABSENT:
+            if name in owner.__dict__:
+                delattr(owner, name)
+        else:
+            setattr(owner, name, original)
