@@ -63,6 +63,11 @@ def poll_until(c: Any, want: set[bytes], got: list[Any], limit: float = 60.0) ->
 
 
 def test_broker_killed_and_restarted(otel):
+    if confluent_kafka.libversion()[1] < 0x020A0000:
+        pytest.skip(
+            "the librdkafka of confluent-kafka < 2.10 never fetches again from a restarted "
+            "in-memory tansu and crashes at exit (reproduced without kafkaplus)"
+        )
     topic = unique("kill")
     with restartable_tansu() as broker:
         bootstrap = f"127.0.0.1:{broker['port']}"
