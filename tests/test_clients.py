@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 import textwrap
+import time
 
 import confluent_kafka
 from confluent_kafka.serialization import StringDeserializer, StringSerializer
@@ -131,3 +132,38 @@ def test_names_imported_before_instrument_are_traced_too(mock_cluster, otel_fact
     assert len(otel.spans(f"send {topic}")) == 1
     otel.instrumentor.uninstrument()
     assert early.KafkaProducer is ORIGINALS["Producer"]
+
+
+def test_async_commit_span_ends_with_the_brokers_answer(tansu, otel):
+    topic = unique()
+    produce_and_flush(producer(tansu), topic, 2)
+    results = []
+    c = assigned_consumer(tansu, topic, on_commit=lambda err, parts: results.append(
+        (err, [(tp.topic, tp.partition, tp.offset) for tp in parts])))
+    _, m2 = poll_messages(c, 2)
+    assert c.commit(message=m2) is None  # asynchronous
+    assert otel.spans(f"commit {topic}") == []  # waiting for the answer
+    deadline = time.monotonic() + 20
+    while not results and time.monotonic() < deadline:
+        c.poll(0.2)
+    c.close()
+    assert results == [(None, [(topic, 0, m2.offset() + 1)])]  # the app's on_commit, as given
+    (span,) = otel.spans(f"commit {topic}")
+    assert span.attributes["messaging.kafka.commit.async"] is True
+    assert span.attributes["messaging.kafka.offset"] == m2.offset() + 1
+    assert span.status.status_code is StatusCode.UNSET
+
+
+def test_auto_commits_are_settle_spans_too(mock_cluster, otel):
+    topic = unique()
+    produce_and_flush(producer(mock_cluster), topic, 1)
+    c = assigned_consumer(mock_cluster, topic, **{"enable.auto.commit": True,
+                                                  "auto.commit.interval.ms": 200})
+    poll_messages(c, 1)
+    deadline = time.monotonic() + 20
+    while not otel.spans(f"commit {topic}") and time.monotonic() < deadline:
+        c.poll(0.2)
+    c.close()
+    spans = otel.spans(f"commit {topic}")
+    assert spans and all(s.attributes["messaging.kafka.commit.auto"] is True for s in spans)
+    assert spans[0].attributes["messaging.kafka.offset"] == 1

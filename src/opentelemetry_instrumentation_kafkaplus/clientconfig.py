@@ -37,13 +37,35 @@ def init_client(
     leave a client that is traced with fewer attributes.
     """
     args, kwargs, conf, stats_cb = prepare(args, kwargs, producer=producer)
-    base_init(client, *args, **kwargs)
-    client._kafkaplus_stats = stats_cb
     try:
-        client._kafkaplus = state_type(conf)
+        state = state_type(conf)
     except Exception as exc:
         report("client setup", exc)
-        client._kafkaplus = state_type({})
+        state = state_type({})
+    if not producer and conf is not None:
+        args, kwargs = _with_commit_results(args, kwargs, conf, state)
+    base_init(client, *args, **kwargs)
+    client._kafkaplus_stats = stats_cb
+    client._kafkaplus = state
+
+
+def _with_commit_results(
+    args: tuple[Any, ...], kwargs: dict[str, Any], conf: Mapping[str, Any], state: Any
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Route ``on_commit`` through kafkaplus so async commits end with their result.
+
+    The app's own ``on_commit`` is called as before, with the same arguments.
+    """
+    user_cb = conf.get("on_commit")
+    if user_cb is not None and not callable(user_cb):
+        return args, kwargs  # let confluent-kafka reject it
+    from .consumer import commit_result_callback
+
+    callback = commit_result_callback(state, user_cb)
+    state.commit_results = True
+    if "on_commit" in kwargs or not args:
+        return args, {**kwargs, "on_commit": callback}
+    return ({**args[0], "on_commit": callback},), kwargs
 
 
 def merged(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any] | None:

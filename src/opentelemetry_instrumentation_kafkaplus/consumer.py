@@ -112,12 +112,19 @@ class _Open:
 class ConsumerState:
     """Per consumer: fixed attributes, topic templates, open process spans."""
 
-    __slots__ = ("aio", "base_attrs", "gaps", "group", "open", "tel", "topics")
+    __slots__ = (
+        "aio", "base_attrs", "commit_results", "gaps", "group", "open", "pending_commits",
+        "tel", "topics",
+    )  # fmt: skip
 
     def __init__(self, conf: Mapping[str, Any] | None) -> None:
         conf = conf or {}
         self.base_attrs = sc.client_attributes(conf, consumer=True)
         self.group = self.base_attrs.get(sc.MESSAGING_CONSUMER_GROUP_NAME)
+        self.pending_commits: deque[Any] = deque()
+        # Set when on_commit reports to us: async commit spans then end with
+        # their result instead of when commit() returns.
+        self.commit_results = False
         self.topics: dict[str | None, _Topic] = {}
         self.open: deque[_Open] = deque()
         self.tel: Telemetry | None = None
@@ -518,8 +525,64 @@ def _settle(
     except BaseException as exc:
         _end_settle(span, exc, None)
         raise
+    if operation == "commit" and state.commit_results and _asynchronous(args, kwargs):
+        # Ended by on_commit with the broker's answer; bounded like librdkafka's
+        # own queue of commit requests.
+        pending = state.pending_commits
+        if len(pending) >= _MAX_PENDING_COMMITS:
+            end_span(pending.popleft())
+        pending.append(span)
+        return result
     _end_settle(span, None, result)
     return result
+
+
+_MAX_PENDING_COMMITS = 1000
+
+
+def _asynchronous(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    return bool(kwargs.get("asynchronous", args[2] if len(args) > 2 else True))
+
+
+def commit_result_callback(state: ConsumerState, user_cb: Any) -> Any:
+    """The ``on_commit`` kafkaplus installs: record the result, then call the app's."""
+
+    def on_commit(err: Any, partitions: Any) -> Any:
+        try:
+            _commit_result(state, err, partitions)
+        except Exception as exc:
+            report("commit result", exc)
+        if user_cb is not None:
+            return user_cb(err, partitions)
+        return None
+
+    return on_commit
+
+
+def _commit_result(state: ConsumerState, err: Any, partitions: Any) -> None:
+    """End the oldest pending async commit span, or record an automatic commit."""
+    if state.pending_commits:
+        span = state.pending_commits.popleft()
+    else:
+        tel = ACTIVE.telemetry
+        if tel is None or suppressed() or not tel.tracing():
+            return
+        # enable.auto.commit: librdkafka settled on its own; a settle span
+        # for it too (parent: whatever is current when poll() serves it).
+        kwargs = {"offsets": list(partitions or []), "asynchronous": True}
+        span = _start_settle(tel, state, (), kwargs, "commit")
+        if span.is_recording():
+            span.set_attribute(sc.KAFKAPLUS_COMMIT_AUTO, True)
+    failed = err
+    if failed is None:
+        failed = next((tp.error for tp in partitions or [] if tp.error is not None), None)
+    _end_settle(span, _KafkaFailure(failed) if failed is not None else None, None)
+
+
+class _KafkaFailure(Exception):
+    def __init__(self, err: Any) -> None:
+        super().__init__(str(err))
+        self.args = (err,)
 
 
 def _start_settle(
@@ -549,9 +612,8 @@ def _start_settle(
     elif entries:
         attrs[sc.MESSAGING_BATCH_MESSAGE_COUNT] = len(entries)
         attrs[sc.KAFKAPLUS_COMMIT_OFFSETS] = [f"{t}/{p}@{o}" for t, p, o in entries]
-    asynchronous = kwargs.get("asynchronous", args[2] if len(args) > 2 else True)
     if operation == "commit":
-        attrs[sc.KAFKAPLUS_COMMIT_ASYNC] = bool(asynchronous)
+        attrs[sc.KAFKAPLUS_COMMIT_ASYNC] = _asynchronous(args, kwargs)
     name = f"commit {topic}" if topic else "commit"
     return tel.tracer.start_span(name, kind=_CLIENT, attributes=attrs)
 

@@ -50,6 +50,8 @@ KAFKAPLUS_MESSAGE_ORIGIN_AGE = "messaging.kafka.message.origin_age"
 KAFKAPLUS_COMMIT_OFFSETS = "messaging.kafka.commit.offsets"
 #: Whether the commit was asynchronous (its result then arrives via on_commit).
 KAFKAPLUS_COMMIT_ASYNC = "messaging.kafka.commit.async"
+#: Set on the settle span of a commit librdkafka made by itself (enable.auto.commit).
+KAFKAPLUS_COMMIT_AUTO = "messaging.kafka.commit.auto"
 
 #: On the ``kafka.offset_gap`` span event: offsets skipped before this message.
 KAFKAPLUS_SKIPPED_MESSAGES = "messaging.kafka.skipped_messages"
