@@ -600,7 +600,7 @@ def worker_floor(spec: dict[str, Any]) -> dict[str, Any]:
         "messaging.operation.name": "process",
         "messaging.operation.type": "process",
     }
-    keys = ["key-%03d" % i for i in range(N_KEYS)]
+    keys = [f"key-{i:03d}" for i in range(N_KEYS)]
     inject = propagate.inject
     extract = propagate.extract
     set_in_ctx = trace.set_span_in_context
