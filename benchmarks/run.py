@@ -898,7 +898,7 @@ def main() -> int:
             "machine": machine_info(),
             "settings": {"messages": n, "warmup": warm, "message_size": MESSAGE_SIZE,
                          "partitions": PARTITIONS, "repeats": args.repeats,
-                         "poll_every": args.poll_every, "quick": args.quick},  # fmt: skip
+                         "poll_every": args.poll_every, "quick": args.quick},
             "median": median,
             "floor_us": floor_us,
             "rss": rss,
