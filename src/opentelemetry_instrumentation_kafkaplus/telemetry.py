@@ -11,8 +11,10 @@ from typing import Any
 
 from opentelemetry import baggage as _baggage
 from opentelemetry import trace
+from opentelemetry import trace as _trace_api
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
 from opentelemetry.metrics import Meter
+from opentelemetry.metrics import _internal as _metrics_api
 from opentelemetry.trace import NoOpTracer, ProxyTracer, Tracer
 from opentelemetry.trace import propagation as _trace_propagation
 
@@ -32,6 +34,10 @@ class Telemetry:
         self.injector = Injector()
         self.statistics = statistics
         self._tracing: bool | None = None
+        # Providers passed to instrument() are used as given; the global ones
+        # may be set later, which the proxies pick up.
+        self._proxy_tracer = isinstance(tracer, ProxyTracer)
+        self._proxy_meter = hasattr(meter, "_real_meter")
         self._drops: bool | None = None
         self._metering: bool | None = None
 
@@ -44,6 +50,8 @@ class Telemetry:
         if self._tracing is not None:
             return self._tracing
         tracer = self.tracer
+        if self._proxy_tracer and _trace_api._TRACER_PROVIDER is None:
+            return False  # the cheapest check while no SDK is configured
         if isinstance(tracer, ProxyTracer):
             real = tracer._tracer
             if isinstance(real, NoOpTracer):
@@ -69,6 +77,8 @@ class Telemetry:
         """False while metrics go nowhere (no MeterProvider set yet)."""
         if self._metering is not None:
             return self._metering
+        if self._proxy_meter and _metrics_api._METER_PROVIDER is None:
+            return False
         if not self.metrics.enabled:
             self._metering = False
             return False
