@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import types
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,8 +170,9 @@ def _live_delivery_closures(topic: str) -> int:
     name = f"send {topic}"
     count = 0
     for o in gc.get_objects():
-        if not (callable(o) and getattr(o, "__qualname__", "").startswith(
-                "_delivery_callback.<locals>")):  # fmt: skip
+        # Plain functions only: wrapt proxies forward attribute lookups.
+        if not (isinstance(o, types.FunctionType)
+                and o.__qualname__.startswith("_delivery_callback.<locals>")):  # fmt: skip
             continue
         for cell in getattr(o, "__closure__", None) or ():
             with contextlib.suppress(ValueError):
