@@ -13,8 +13,8 @@ import json
 import subprocess
 import sys
 import textwrap
-import types
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
