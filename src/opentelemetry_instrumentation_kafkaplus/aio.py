@@ -40,20 +40,21 @@ def _consumer_state(instance: Any) -> Any:
     return getattr(inner, "_kafkaplus", None)
 
 
-def _init_producer(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    result = wrapped(*args, **kwargs)
-    state = _producer_state(instance)
-    if state is not None:
-        state.aio = True
-    return result
+def _owned_by_aio(inner: str) -> Callable[..., Any]:
+    """Wrap an aio client's ``__init__``: mark its inner traced client as aio-owned.
 
+    The aio layer traces in the caller's coroutine; the inner client then
+    leaves those calls alone, so each message gets exactly one span.
+    """
 
-def _init_consumer(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    result = wrapped(*args, **kwargs)
-    state = _consumer_state(instance)
-    if state is not None:
-        state.aio = True
-    return result
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        result = wrapped(*args, **kwargs)
+        state = getattr(getattr(instance, inner, None), "_kafkaplus", None)
+        if state is not None:
+            state.aio = True
+        return result
+
+    return wrapper
 
 
 async def _produce(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -173,9 +174,9 @@ def wrap() -> list[tuple[Any, str, Any]]:
         return []
     done: list[tuple[Any, str, Any]] = []
     for owner, name, wrapper in (
-        (AIOProducer, "__init__", _init_producer),
+        (AIOProducer, "__init__", _owned_by_aio("_producer")),
         (AIOProducer, "produce", _produce),
-        (AIOConsumer, "__init__", _init_consumer),
+        (AIOConsumer, "__init__", _owned_by_aio("_consumer")),
         (AIOConsumer, "poll", _poll),
         (AIOConsumer, "consume", _consume),
         (AIOConsumer, "close", _close),
