@@ -598,7 +598,8 @@ def _start_settle(
     if message is not None and hasattr(message, "topic"):
         entries.append((message.topic(), message.partition(), message.offset() + 1))
     elif offsets:
-        entries.extend((tp.topic, tp.partition, tp.offset) for tp in offsets)
+        # Partitions with nothing to commit come back as OFFSET_INVALID (-1001).
+        entries.extend((tp.topic, tp.partition, tp.offset) for tp in offsets if tp.offset >= 0)
     topics = {e[0] for e in entries}
     topic = topics.pop() if len(topics) == 1 else None
     attrs = dict(state.base_attrs)
