@@ -61,13 +61,14 @@ def render(spans: Sequence[Any], colour: bool | None = None) -> str:
     services = {s.service for s in spans}
     lines = [
         f"trace {spans[0].trace_id}  {len(spans)} spans, {len(services)} services, "
-        f"{_fmt_ms(total)} end to end",
+        f"{_fmt_ms(total)}"[:WIDTH],
         "",
         f"{'service':<{svc_w}} {'span':<{name_w}} {'where':<{where_w}} "
         f"{'0':<{bar_w // 2}}{_fmt_ms(total):>{bar_w - bar_w // 2}} {'duration':>{dur_w}}",
     ]
     for depth, s in _order(spans):
         name = (" " * depth + s.name)[:name_w]
+        where = _where(s.attributes)[:where_w]
         a = int((s.start_ns - t0) / total * bar_w)
         b = max(a + 1, round((s.end_ns - t0) / total * bar_w))
         bar = " " * a + "\u2588" * (min(b, bar_w) - a)
@@ -79,7 +80,7 @@ def render(spans: Sequence[Any], colour: bool | None = None) -> str:
             code = _COLOURS.get(s.service, "34")
             bar = f"\x1b[{code}m{bar}\x1b[0m"
         lines.append(
-            f"{s.service[:svc_w]:<{svc_w}} {name:<{name_w}} {_where(s.attributes):<{where_w}} "
+            f"{s.service[:svc_w]:<{svc_w}} {name:<{name_w}} {where:<{where_w}} "
             f"{bar} {_fmt_ms(s.end_ns - s.start_ns):>{dur_w}}"
         )
     return "\n".join(lines)
