@@ -153,11 +153,11 @@ def end_open(state: ConsumerState) -> None:
     own: Any = current.get(_OPEN_KEY)
     if own is not None and own.ctx is current and own.prev is not None:
         otel_context.attach(own.prev)
-    pop = state.open.popleft
-    while True:
+    pending = state.open
+    while pending:  # checked first: no IndexError raised on every poll
         try:
-            item = pop()
-        except IndexError:
+            item = pending.popleft()
+        except IndexError:  # another thread's poll took it meanwhile
             return
         end_ns = _time_ns()
         try:
