@@ -30,7 +30,7 @@ def _numbers(cell: str) -> list[float]:
 
 
 def test_tune_compares_both_settings_from_their_telemetry(mock_cluster, capsys):
-    rc = demo_main(["--tune", "--bootstrap-servers", mock_cluster, "--messages", "100"])
+    rc = demo_main(["--tune", "--bootstrap-servers", mock_cluster, "--messages", "400"])
     captured = capsys.readouterr()
     out = captured.out
     assert rc == 0, captured.err + out
@@ -51,13 +51,21 @@ def test_tune_compares_both_settings_from_their_telemetry(mock_cluster, capsys):
     ):
         for cell in _row(out, label):
             assert len(_numbers(cell)) == count, (label, cell)
-    per_batch = [_numbers(c)[0] for c in _row(out, "messages per batch avg / max")]
-    assert per_batch[0] >= 1
-    # linger.ms fills batches (a loaded machine batches more even without it,
-    # so only the direction is asserted)
-    assert per_batch[1] > per_batch[0], out
+    (avg_a, max_a), (avg_b, max_b) = (
+        _numbers(c) for c in _row(out, "messages per batch avg / max")
+    )
+    assert avg_a >= 1
     requests = [_numbers(c)[0] for c in _row(out, "requests to the broker")]
-    assert requests[1] < requests[0], out
+    # linger.ms fills batches. A loaded machine batches more even without it,
+    # so only the direction is asserted, and strictly only when run A left
+    # room: if every batch of both runs already held a partition's whole
+    # burst, the two runs cannot differ.
+    assert avg_b >= avg_a, out
+    assert requests[1] <= requests[0], out
+    saturated = avg_a == max_a == avg_b == max_b
+    if not saturated:
+        assert avg_b > avg_a, out
+        assert requests[1] < requests[0], out
     # poll(): a process span per message; consume(100): one per batch.
     assert _numbers(_row(out, "messages per process span")[0]) == [1.0]
     assert _numbers(_row(out, "messages per process span")[1])[0] > 1
