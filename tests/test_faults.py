@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from opentelemetry.sdk.trace import Span
 from opentelemetry.trace import StatusCode
 
 from conftest import assigned_consumer, producer, unique
+from opentelemetry_instrumentation_kafkaplus.producer import _Delivery
 from opentelemetry_instrumentation_kafkaplus.testing import free_port, start_tansu
 
 #: error.type a send span may carry when the broker is gone.
@@ -166,20 +166,10 @@ def _live_send_spans(topic: str) -> int:
 
 
 def _live_delivery_closures(topic: str) -> int:
-    """kafkaplus delivery closures alive for this topic."""
+    """kafkaplus delivery callbacks alive for this topic."""
     name = f"send {topic}"
-    count = 0
-    for o in gc.get_objects():
-        # Plain functions only: wrapt proxies forward attribute lookups.
-        if not (isinstance(o, types.FunctionType)
-                and o.__qualname__.startswith("_delivery_callback.<locals>")):  # fmt: skip
-            continue
-        for cell in getattr(o, "__closure__", None) or ():
-            with contextlib.suppress(ValueError):
-                if getattr(cell.cell_contents, "name", None) == name:
-                    count += 1
-                    break
-    return count
+    return sum(1 for o in gc.get_objects()
+               if type(o) is _Delivery and o.info.name == name)  # fmt: skip
 
 
 def test_pending_spans_are_bounded_by_the_queue(otel):

@@ -72,7 +72,7 @@ async def _produce(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             if not info.excluded:
                 span = _producer._start_span(tel, info, (), fields, 0)
                 metering = tel.metering()
-                on_done = _producer._delivery_callback(
+                on_done = _producer._Delivery(
                     tel, state, info, span if span.is_recording() else None, None, metering
                 )
                 warn_once(

@@ -38,7 +38,15 @@ from . import semconv as sc
 from ._errors import report
 from .dataloss import GAP_EVENT, GapTracker, consumer_error
 from .propagation import ORIGIN_KEY, extract, headers_carrier, origin_ms
-from .telemetry import _BAGGAGE_KEY, _SPAN_KEY, ACTIVE, Telemetry, end_span, suppressed
+from .telemetry import (
+    _BAGGAGE_KEY,
+    _SPAN_KEY,
+    _SUPPRESS_KEY,
+    ACTIVE,
+    Telemetry,
+    end_span,
+    suppressed,
+)
 
 _CConsumer = cimpl.Consumer
 _orig_poll = cimpl.Consumer.poll
@@ -187,9 +195,9 @@ def poll(
     if msg is None:
         return msg
     try:
-        if msg.error() is None and not suppressed():
+        if msg.error() is None:
             _process_one(tel, state, msg)
-        elif msg.error() is not None:
+        else:
             consumer_error(tel, state, msg)
     except Exception as exc:
         report("consumer instrumentation", exc)
@@ -197,8 +205,19 @@ def poll(
 
 
 def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
-    """Start the process span of one message and make it current."""
-    info = state.topic(msg.topic(), tel)
+    """Start the process span of one message and make it current.
+
+    The hot path of every consumer: C getters are called once, and a message
+    whose producer did not sample it (when the sampler would drop its child
+    anyway) gets no span, only its context made current.
+    """
+    ambient = _get_current()
+    if ambient.get(_SUPPRESS_KEY):
+        return
+    topic = msg.topic()
+    info = state.topics.get(topic) if state.tel is tel else None
+    if info is None:
+        info = state.topic(topic, tel)
     if info.excluded:
         return
     tracing = tel.tracing()
@@ -210,13 +229,15 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
     offset = msg.offset()
     skipped = state.gaps.observe(info.topic, partition, offset) if offset >= 0 else 0
     ts_type, ts = msg.timestamp()
-    age = (now / 1e6 - ts) / 1e3 if ts_type != _TS_NOT_AVAILABLE and ts > 0 else None
     headers = msg.headers()
     carrier = headers_carrier(headers) if headers else None
     origin = origin_ms(carrier) if carrier else None
-    origin_age = (now / 1e6 - origin) / 1e3 if origin is not None else None
+    now_ms = now / 1e6
+    age = (now_ms - ts) / 1e3 if ts_type != _TS_NOT_AVAILABLE and ts > 0 else None
+    origin_age = (now_ms - origin) / 1e3 if origin is not None else None
     if origin is None and age is not None:
         origin = ts  # the first hop: this message's own creation is the origin
+    attrs: Any = None
     if metering:
         m = tel.metrics
         attrs = info.metric_attrs
@@ -229,12 +250,9 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
             m.message_age.record(max(age, 0.0), attrs)
         if origin_age is not None:
             m.origin_age.record(max(origin_age, 0.0), attrs)
-    else:
-        attrs = None
     if not tracing:
         state.open.append(_Open(_NOOP_SPAN, None, None, now, attrs))
         return
-    ambient = _get_current()
     ext = extract(carrier) if carrier else None
     producer_span: Any = ext.get(_SPAN_KEY) if ext is not None else None
     producer_sc = producer_span.get_span_context() if producer_span is not None else None
@@ -253,41 +271,10 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
         # it keeps travelling downstream.
         span = producer_span
     else:
-        ambient_span: Any = ambient.get(_SPAN_KEY)
-        ambient_sc = ambient_span.get_span_context() if ambient_span is not None else None
-        links = []
-        if parent_mode:
-            if producer_sc is not None:
-                parent = ext
-                links.append(Link(producer_sc))
-            else:
-                parent = _ROOT
-            if ambient_sc is not None and ambient_sc.is_valid:
-                links.append(Link(ambient_sc))
-        else:
-            parent = ambient
-            if producer_sc is not None:
-                links.append(Link(producer_sc))
-        span_attrs = info.process_attrs.copy()
-        _message_attributes(span_attrs, msg, tel, partition, offset)
-        if age is not None:
-            span_attrs[sc.KAFKAPLUS_MESSAGE_AGE] = max(age, 0.0)
-        if origin_age is not None:
-            span_attrs[sc.KAFKAPLUS_MESSAGE_ORIGIN_AGE] = max(origin_age, 0.0)
-        if opts.header_attributes and headers:
-            sc.header_attributes(span_attrs, headers, opts.header_attributes)
-        span = tel.tracer.start_span(
-            info.process_name, context=parent, kind=_CONSUMER, attributes=span_attrs,
-            links=links, start_time=now,
+        span = _start_process_span(
+            tel, state, info, msg, ambient, ext, producer_sc, parent_mode, now,
+            partition, offset, skipped, age, origin_age, headers,
         )  # fmt: skip
-        if span.is_recording():
-            if skipped:
-                span.add_event(GAP_EVENT, state.gaps.event_attributes(skipped, offset))
-            if opts.consume_hook is not None:
-                try:
-                    opts.consume_hook(span, msg)
-                except Exception as exc:
-                    report("consume_hook", exc)
     # One new context: the ambient one plus our span, the message's baggage and
     # its origin time (so a producer called while processing forwards it).
     values = dict(ambient)
@@ -304,6 +291,63 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
     item.ctx = ctx = Context(values)
     otel_context.attach(ctx)
     state.open.append(item)
+
+
+def _start_process_span(
+    tel: Telemetry,
+    state: ConsumerState,
+    info: _Topic,
+    msg: Any,
+    ambient: Context,
+    ext: Context | None,
+    producer_sc: Any,
+    parent_mode: bool,
+    now: int,
+    partition: int,
+    offset: int,
+    skipped: int,
+    age: float | None,
+    origin_age: float | None,
+    headers: Any,
+) -> Any:
+    """The ``process`` span of one message: parent and links by context mode."""
+    ambient_span: Any = ambient.get(_SPAN_KEY)
+    ambient_sc = ambient_span.get_span_context() if ambient_span is not None else None
+    links = []
+    if parent_mode:
+        if producer_sc is not None:
+            parent = ext
+            links.append(Link(producer_sc))
+        else:
+            parent = _ROOT
+        if ambient_sc is not None and ambient_sc.is_valid:
+            links.append(Link(ambient_sc))
+    else:
+        parent = ambient
+        if producer_sc is not None:
+            links.append(Link(producer_sc))
+    opts = tel.options
+    span_attrs = info.process_attrs.copy()
+    _message_attributes(span_attrs, msg, tel, partition, offset)
+    if age is not None:
+        span_attrs[sc.KAFKAPLUS_MESSAGE_AGE] = max(age, 0.0)
+    if origin_age is not None:
+        span_attrs[sc.KAFKAPLUS_MESSAGE_ORIGIN_AGE] = max(origin_age, 0.0)
+    if opts.header_attributes and headers:
+        sc.header_attributes(span_attrs, headers, opts.header_attributes)
+    span = tel.tracer.start_span(
+        info.process_name, context=parent, kind=_CONSUMER, attributes=span_attrs,
+        links=links, start_time=now,
+    )  # fmt: skip
+    if span.is_recording():
+        if skipped:
+            span.add_event(GAP_EVENT, state.gaps.event_attributes(skipped, offset))
+        if opts.consume_hook is not None:
+            try:
+                opts.consume_hook(span, msg)
+            except Exception as exc:
+                report("consume_hook", exc)
+    return span
 
 
 def _with_partition(attrs: dict[str, Any], partition: int) -> dict[str, Any]:

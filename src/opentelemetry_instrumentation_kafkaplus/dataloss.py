@@ -193,7 +193,7 @@ def account(pending: dict[int, Any], error_type: str) -> int:
         if entry is ACCOUNTED:
             continue
         pending[key] = ACCOUNTED
-        info, span = entry
+        info, span = entry.info, entry.span
         total += 1
         if span is not None:
             _fail_span(span, error_type)

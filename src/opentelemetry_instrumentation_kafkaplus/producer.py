@@ -140,7 +140,9 @@ def produce(
             return orig(client, *args, **kwargs)
     span = None
     try:
-        info = state.topic(topic, tel)
+        info = state.topics.get(topic) if state.tel is tel else None
+        if info is None:
+            info = state.topic(topic, tel)
         if info.excluded:
             if state.only_error:
                 return _produce_filtered(client, state, args, kwargs, orig)
@@ -161,13 +163,12 @@ def produce(
                 call_kwargs[_PRODUCE_ARGS[i]] = args[i]
             call_args = args[:4]
         if span_ctx.is_valid:
-            injector = tel.injector
             try:
-                added = injector.headers_for(ctx, span_ctx, span)
+                headers = tel.injector.inject(call_kwargs.get("headers"), ctx, span_ctx, span)
             except Exception as exc:  # a broken propagator: the message goes without
                 report("trace context injection", exc)
             else:
-                call_kwargs["headers"] = injector.merge(call_kwargs.get("headers"), added)
+                call_kwargs["headers"] = headers
         if recording or metering or state.only_error:
             user_cb = _chosen_callback(call_kwargs)
             if user_cb is None:
@@ -177,7 +178,7 @@ def produce(
                     # Unknown default callback: end the span now (documented).
                     recording = metering = False
             if recording or metering or state.only_error:
-                call_kwargs["on_delivery"] = _delivery_callback(
+                call_kwargs["on_delivery"] = _Delivery(
                     tel, state, info, span if recording else None, user_cb, metering
                 )
     except Exception as exc:
@@ -263,37 +264,60 @@ def _fail(span: Any, exc: BaseException) -> None:
         report("producer span", err)
 
 
-def _delivery_callback(
-    tel: Telemetry,
-    state: ProducerState,
-    info: _Topic,
-    span: Any,
-    user_cb: Callable[..., Any] | None,
-    metering: bool,
-) -> Callable[[Any, Any], Any]:
-    start_ns = _time_ns()
-    only_error = state.only_error
-    pending = state.pending
+class _Delivery:
+    """The delivery callback given to librdkafka for one message.
 
-    def on_delivery(err: Any, msg: Any) -> Any:
-        token = None
-        if pending.pop(key, None) is ACCOUNTED:  # already counted as lost at exit
-            if user_cb is not None and not (only_error and err is None):
+    One slotted object per message (rather than a closure, whose function and
+    cells are a dozen objects for the garbage collector to walk at high
+    rates). It ends the producer span, records the send metrics, and calls
+    the app's own callback exactly once, with the span current.
+    """
+
+    __slots__ = ("info", "metering", "only_error", "pending", "span", "start_ns", "tel", "user_cb")
+
+    def __init__(
+        self,
+        tel: Telemetry,
+        state: ProducerState,
+        info: _Topic,
+        span: Any,
+        user_cb: Callable[..., Any] | None,
+        metering: bool,
+    ) -> None:
+        self.start_ns = _time_ns()
+        self.tel = tel
+        self.info = info
+        self.span = span
+        self.user_cb = user_cb
+        self.metering = metering
+        self.only_error = state.only_error
+        pending = self.pending = state.pending
+        if (span is not None or metering) and len(pending) < PENDING_LIMIT:
+            pending[id(self)] = self
+
+    def __call__(self, err: Any, msg: Any) -> Any:
+        user_cb = self.user_cb
+        if self.pending.pop(id(self), None) is ACCOUNTED:  # counted as lost at exit
+            if user_cb is not None and not (self.only_error and err is None):
                 return user_cb(err, msg)
             return None
+        span = self.span
+        token = None
+        start_ns = self.start_ns
+        end_ns = None
         try:
             latency = msg.latency() if msg is not None else None
             end_ns = start_ns + int(latency * 1e9) if latency is not None else _time_ns()
             if span is not None:
-                _record_delivery(span, err, msg, tel)
+                _record_delivery(span, err, msg, self.tel)
                 if user_cb is not None:
                     token = otel_context.attach(_set_span_in_context(span))
-            if metering:
-                _record_metrics(tel, info, err, msg, (end_ns - start_ns) / 1e9)
+            if self.metering:
+                _record_metrics(self.tel, self.info, err, msg, (end_ns - start_ns) / 1e9)
         except Exception as exc:
             report("delivery report", exc)
         try:
-            if user_cb is not None and not (only_error and err is None):
+            if user_cb is not None and not (self.only_error and err is None):
                 return user_cb(err, msg)
             return None
         finally:
@@ -305,11 +329,6 @@ def _delivery_callback(
                 except Exception as exc:
                     report("producer span", exc)
 
-    key = id(on_delivery)
-    if (span is not None or metering) and len(pending) < PENDING_LIMIT:
-        pending[key] = (info, span)
-    return on_delivery
-
 
 def _record_delivery(span: Any, err: Any, msg: Any, tel: Telemetry) -> None:
     if not span.is_recording():
@@ -317,6 +336,18 @@ def _record_delivery(span: Any, err: Any, msg: Any, tel: Telemetry) -> None:
     if err is None:
         partition = msg.partition()
         offset = msg.offset()
+        if (
+            not tel.options.semconv_dup
+            and partition is not None
+            and partition >= 0
+            and offset is not None
+            and offset >= 0
+        ):
+            span.set_attributes(
+                {sc.MESSAGING_DESTINATION_PARTITION_ID: str(partition),
+                 sc.MESSAGING_KAFKA_OFFSET: offset}
+            )  # fmt: skip
+            return
         attrs: dict[str, Any] = {}
         if partition is not None and partition >= 0:
             attrs[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
@@ -435,7 +466,7 @@ def produce_batch(
             spans.append(span)
             copy = dict(m)
             user_cb = m.get("callback") or batch_cb
-            copy["callback"] = _delivery_callback(
+            copy["callback"] = _Delivery(
                 tel, state, info, span if span.is_recording() else None, user_cb, metering
             )
             copies.append(copy)

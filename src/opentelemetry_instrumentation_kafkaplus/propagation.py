@@ -19,6 +19,7 @@ output (a test proves it) and several times cheaper.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -28,6 +29,8 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context, create_key, get_current, get_value, set_value
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 #: Header that carries the time (ms since the epoch) the FIRST producer of a
@@ -101,6 +104,15 @@ def _is_default_w3c(prop: TextMapPropagator) -> bool:
     )
 
 
+def _traceparent_header(span_context: trace.SpanContext) -> str:
+    """What the W3C propagator writes for a valid span context (version 00)."""
+    return "00-%032x-%016x-%02x" % (  # noqa: UP031 (the fastest formatting here)
+        span_context.trace_id,
+        span_context.span_id,
+        span_context.trace_flags,
+    )
+
+
 class Injector:
     """Writes context into headers; re-checks the global propagator cheaply.
 
@@ -126,6 +138,31 @@ class Injector:
         self._fields = frozenset(fields)
         self._prop = prop
 
+    def inject(
+        self,
+        headers: Headers,
+        ctx: Context,
+        span_context: trace.SpanContext,
+        span: trace.Span | None,
+    ) -> Headers:
+        """The headers to send: the caller's (copied) plus our trace context.
+
+        The common case (default propagator, no headers of the caller's, no
+        baggage, no origin to carry on) builds the one-element list directly.
+        """
+        prop = propagate.get_global_textmap()
+        if prop is not self._prop:
+            self._refresh(prop)
+        if (
+            self._fast
+            and headers is None
+            and not span_context.trace_state
+            and not ctx.get(_BAGGAGE_KEY)
+            and not ctx.get(ORIGIN_KEY)
+        ):
+            return [("traceparent", _traceparent_header(span_context))]
+        return self.merge(headers, self.headers_for(ctx, span_context, span))
+
     def headers_for(
         self, ctx: Context, span_context: trace.SpanContext, span: trace.Span | None
     ) -> dict[str, str]:
@@ -140,10 +177,7 @@ class Injector:
         out: dict[str, str] = {}
         if self._fast:
             if span_context.is_valid:
-                out["traceparent"] = (
-                    f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}"
-                    f"-{span_context.trace_flags:02x}"
-                )
+                out["traceparent"] = _traceparent_header(span_context)
                 if span_context.trace_state:
                     out["tracestate"] = span_context.trace_state.to_header()
             if ctx.get(_BAGGAGE_KEY):
@@ -214,11 +248,55 @@ def extract(carrier: Mapping[str, Any]) -> Context:
     if not _extract_fast[1]:
         return propagate.extract(carrier, getter=GETTER)
     ctx = _ROOT
-    if "traceparent" in carrier:
-        ctx = _TRACECONTEXT.extract(carrier, ctx, GETTER)
+    raw = carrier.get("traceparent")
+    if raw is not None:
+        span_context = _traceparent(raw) if "tracestate" not in carrier else None
+        if span_context is not None:
+            ctx = Context({_SPAN_KEY: NonRecordingSpan(span_context)})
+        elif span_context is not _INVALID:
+            ctx = _TRACECONTEXT.extract(carrier, ctx, GETTER)
     if "baggage" in carrier:
         ctx = _BAGGAGE.extract(carrier, ctx, GETTER)
     return ctx
+
+
+# The one form every current producer writes: version 00, lower-case hex.
+_TRACEPARENT_00 = re.compile("00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_INVALID = trace.INVALID_SPAN_CONTEXT
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+
+
+def _traceparent(raw: Any) -> SpanContext | None:
+    """The span context of a ``traceparent`` in its common form, read directly.
+
+    Returns None for anything else (other versions, spaces, upper case, bad
+    bytes): the W3C propagator then reads it, so the result is always the
+    propagator's (a property test compares them), and ``_INVALID`` for the
+    all-zero ids the propagator rejects.
+    """
+    if type(raw) is bytes:
+        if len(raw) != 55:
+            return None
+        raw = raw.decode("latin-1")
+    elif type(raw) is not str or len(raw) != 55:
+        return None
+    match = _TRACEPARENT_00.fullmatch(raw)
+    if match is None:
+        return None
+    trace_hex, span_hex, flags_hex = match.groups()
+    trace_id = int(trace_hex, 16)
+    span_id = int(span_hex, 16)
+    if not trace_id or not span_id:
+        return _INVALID
+    flags = int(flags_hex, 16)
+    if flags == 1:
+        trace_flags = _SAMPLED
+    elif flags == 0:
+        trace_flags = _NOT_SAMPLED
+    else:
+        trace_flags = TraceFlags(flags)
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace_flags)
 
 
 def origin_ms(carrier: Mapping[str, Any]) -> int | None:

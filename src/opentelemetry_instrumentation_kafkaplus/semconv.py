@@ -114,6 +114,11 @@ def client_attributes(conf: Mapping[str, Any], *, consumer: bool) -> dict[str, A
 
 def key_string(key: object) -> str | None:
     """The key as the conventions want it: its UTF-8 text, or nothing."""
+    if type(key) is bytes:
+        try:
+            return key.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
     if key is None:
         return None
     if isinstance(key, str):
