@@ -31,7 +31,7 @@ from confluent_kafka import cimpl
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TraceFlags
 
 from . import clientconfig
 from . import semconv as sc
@@ -62,6 +62,7 @@ _ROOT = Context()
 #: Marks a context attached by a consumer: its value is the _Open record.
 _OPEN_KEY = otel_context.create_key("kafkaplus-open-process-span")
 _TS_NOT_AVAILABLE = 0
+_SAMPLED = TraceFlags.SAMPLED
 
 
 class _Topic:
@@ -167,9 +168,12 @@ def end_open(state: ConsumerState) -> None:
             item = pending.popleft()
         except IndexError:  # another thread's poll took it meanwhile
             return
+        if item.span is None and item.metric_attrs is None:
+            continue  # a context without a span of ours: nothing to end
         end_ns = _time_ns()
         try:
-            item.span.end(end_time=end_ns)
+            if item.span is not None:
+                item.span.end(end_time=end_ns)
             tel = ACTIVE.telemetry
             if item.metric_attrs is not None and tel is not None:
                 tel.metrics.process_duration.record(
@@ -220,8 +224,8 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
         info = state.topic(topic, tel)
     if info.excluded:
         return
-    tracing = tel.tracing()
-    metering = tel.metering()
+    tracing = tel._tracing or tel.tracing()
+    metering = tel._metering or tel.metering()
     if not tracing and not metering:
         return
     now = _time_ns()
@@ -229,27 +233,14 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
     offset = msg.offset()
     skipped = state.gaps.observe(info.topic, partition, offset) if offset >= 0 else 0
     ts_type, ts = msg.timestamp()
+    if ts_type == _TS_NOT_AVAILABLE or ts <= 0:
+        ts = None
     headers = msg.headers()
     carrier = headers_carrier(headers) if headers else None
     origin = origin_ms(carrier) if carrier else None
-    now_ms = now / 1e6
-    age = (now_ms - ts) / 1e3 if ts_type != _TS_NOT_AVAILABLE and ts > 0 else None
-    origin_age = (now_ms - origin) / 1e3 if origin is not None else None
-    if origin is None and age is not None:
-        origin = ts  # the first hop: this message's own creation is the origin
     attrs: Any = None
     if metering:
-        m = tel.metrics
-        attrs = info.metric_attrs
-        if tel.options.metrics_partition:
-            attrs = {**attrs, sc.MESSAGING_DESTINATION_PARTITION_ID: str(partition)}
-        m.consumed.add(1, attrs)
-        if skipped:
-            m.skipped.add(skipped, _with_partition(attrs, partition))
-        if age is not None:
-            m.message_age.record(max(age, 0.0), attrs)
-        if origin_age is not None:
-            m.origin_age.record(max(origin_age, 0.0), attrs)
+        attrs = _record_consumed(tel, info, partition, skipped, now, ts, origin)
     if not tracing:
         state.open.append(_Open(_NOOP_SPAN, None, None, now, attrs))
         return
@@ -258,25 +249,26 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
     producer_sc = producer_span.get_span_context() if producer_span is not None else None
     if producer_sc is not None and not producer_sc.is_valid:
         producer_sc = None
-    opts = tel.options
-    parent_mode = opts.consumer_context_mode == "parent"
+    parent_mode = tel.options.consumer_context_mode == "parent"
     if (
         parent_mode
         and producer_sc is not None
-        and not producer_sc.trace_flags.sampled
+        and not producer_sc.trace_flags & _SAMPLED
         and tel.drops_unsampled_remote()
     ):
         # The sampler follows the producer's "not sampled": skip building a
         # span the SDK would drop, and keep the producer's context current so
-        # it keeps travelling downstream.
+        # it keeps travelling downstream (nothing to end at the next poll).
         span = producer_span
+        ended = None
     else:
-        span = _start_process_span(
+        span = ended = _start_process_span(
             tel, state, info, msg, ambient, ext, producer_sc, parent_mode, now,
-            partition, offset, skipped, age, origin_age, headers,
+            partition, offset, skipped, ts, origin, headers,
         )  # fmt: skip
     # One new context: the ambient one plus our span, the message's baggage and
-    # its origin time (so a producer called while processing forwards it).
+    # its origin time (so a producer called while processing forwards it; on
+    # the first hop, this message's own creation is the origin).
     values = dict(ambient)
     values[_SPAN_KEY] = span
     if ext is not None:
@@ -284,13 +276,46 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
         if bag:
             outer: Any = ambient.get(_BAGGAGE_KEY)
             values[_BAGGAGE_KEY] = {**outer, **bag} if outer else bag
-    if origin is not None:
-        values[ORIGIN_KEY] = origin
-    item = _Open(span, None, ambient, now, attrs)
+    if origin is not None or ts is not None:
+        values[ORIGIN_KEY] = origin if origin is not None else ts
+    item = _Open(ended, None, ambient, now, attrs)
     values[_OPEN_KEY] = item
     item.ctx = ctx = Context(values)
     otel_context.attach(ctx)
     state.open.append(item)
+
+
+def _ages(now: int, ts: int | None, origin: int | None) -> tuple[float | None, float | None]:
+    """Seconds since the message was created, and since its pipeline's origin."""
+    now_ms = now / 1e6
+    age = max((now_ms - ts) / 1e3, 0.0) if ts is not None else None
+    origin_age = max((now_ms - origin) / 1e3, 0.0) if origin is not None else None
+    return age, origin_age
+
+
+def _record_consumed(
+    tel: Telemetry,
+    info: _Topic,
+    partition: int,
+    skipped: int,
+    now: int,
+    ts: int | None,
+    origin: int | None,
+) -> dict[str, Any]:
+    """The per-message consumer metrics; returns their attributes."""
+    m = tel.metrics
+    attrs = info.metric_attrs
+    if tel.options.metrics_partition:
+        attrs = {**attrs, sc.MESSAGING_DESTINATION_PARTITION_ID: str(partition)}
+    m.consumed.add(1, attrs)
+    if skipped:
+        m.skipped.add(skipped, _with_partition(attrs, partition))
+    age, origin_age = _ages(now, ts, origin)
+    if age is not None:
+        m.message_age.record(age, attrs)
+    if origin_age is not None:
+        m.origin_age.record(origin_age, attrs)
+    return attrs
 
 
 def _start_process_span(
@@ -306,8 +331,8 @@ def _start_process_span(
     partition: int,
     offset: int,
     skipped: int,
-    age: float | None,
-    origin_age: float | None,
+    ts: int | None,
+    origin: int | None,
     headers: Any,
 ) -> Any:
     """The ``process`` span of one message: parent and links by context mode."""
@@ -329,10 +354,11 @@ def _start_process_span(
     opts = tel.options
     span_attrs = info.process_attrs.copy()
     _message_attributes(span_attrs, msg, tel, partition, offset)
+    age, origin_age = _ages(now, ts, origin)
     if age is not None:
-        span_attrs[sc.KAFKAPLUS_MESSAGE_AGE] = max(age, 0.0)
+        span_attrs[sc.KAFKAPLUS_MESSAGE_AGE] = age
     if origin_age is not None:
-        span_attrs[sc.KAFKAPLUS_MESSAGE_ORIGIN_AGE] = max(origin_age, 0.0)
+        span_attrs[sc.KAFKAPLUS_MESSAGE_ORIGIN_AGE] = origin_age
     if opts.header_attributes and headers:
         sc.header_attributes(span_attrs, headers, opts.header_attributes)
     span = tel.tracer.start_span(
@@ -775,8 +801,9 @@ class Consumer(_CConsumer):
         except AttributeError:
             return
         for item in list(state.open):
-            with contextlib.suppress(Exception):
-                item.span.end()
+            if item.span is not None:
+                with contextlib.suppress(Exception):
+                    item.span.end()
         state.open.clear()
 
     def close(self, *args: Any, **kwargs: Any) -> Any:

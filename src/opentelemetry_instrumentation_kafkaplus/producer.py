@@ -20,6 +20,8 @@ from typing import Any
 from confluent_kafka import cimpl
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry import trace as _trace_api
+from opentelemetry.metrics import _internal as _metrics_api
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import clientconfig
@@ -118,17 +120,18 @@ def produce(
         if state.only_error:
             return _produce_filtered(client, state, args, kwargs, orig)
         return orig(client, *args, **kwargs)
+    # Cached once an SDK is found; re-checked (cheaply) until then.
+    tracing = tel._tracing or tel.tracing()
+    metering = tel._metering or tel.metering()
     ctx = _get_current()
-    if ctx.get(_SUPPRESS_KEY):
-        if state.only_error:
-            return _produce_filtered(client, state, args, kwargs, orig)
-        return orig(client, *args, **kwargs)
-    tracing = tel.tracing()
-    metering = tel.metering()
     if not tracing and not metering and not state.only_error:
         current: Any = ctx.get(_SPAN_KEY)
         if current is None or not current.get_span_context().is_valid:
             return orig(client, *args, **kwargs)
+    if ctx.get(_SUPPRESS_KEY):
+        if state.only_error:
+            return _produce_filtered(client, state, args, kwargs, orig)
+        return orig(client, *args, **kwargs)
     n = len(args)
     topic = args[0] if n else kwargs.get("topic")
     if type(topic) is not str or n > 8:
@@ -579,6 +582,19 @@ class Producer(_CProducer):
         )
 
     def produce(self, *args: Any, **kwargs: Any) -> Any:
+        # With no SDK anywhere and no context to propagate, call straight
+        # through: this check is all the instrumentation costs then.
+        tel = ACTIVE.telemetry
+        if (
+            tel is not None
+            and tel.global_providers
+            and _trace_api._TRACER_PROVIDER is None
+            and _metrics_api._METER_PROVIDER is None
+            and not self._kafkaplus.only_error
+        ):
+            current: Any = _get_current().get(_SPAN_KEY)
+            if current is None or not current.get_span_context().is_valid:
+                return _orig_produce(self, *args, **kwargs)
         return produce(self, self._kafkaplus, args, kwargs)
 
     def produce_batch(self, *args: Any, **kwargs: Any) -> Any:

@@ -261,10 +261,9 @@ def extract(carrier: Mapping[str, Any]) -> Context:
 
 
 # The one form every current producer writes: version 00, lower-case hex.
-_TRACEPARENT_00 = re.compile("00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_TRACEPARENT_00 = re.compile(rb"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _INVALID = trace.INVALID_SPAN_CONTEXT
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_FLAGS = tuple(TraceFlags(i) for i in range(256))
 
 
 def _traceparent(raw: Any) -> SpanContext | None:
@@ -275,28 +274,19 @@ def _traceparent(raw: Any) -> SpanContext | None:
     propagator's (a property test compares them), and ``_INVALID`` for the
     all-zero ids the propagator rejects.
     """
-    if type(raw) is bytes:
-        if len(raw) != 55:
+    if type(raw) is not bytes:
+        if type(raw) is not str or len(raw) != 55 or not raw.isascii():
             return None
-        raw = raw.decode("latin-1")
-    elif type(raw) is not str or len(raw) != 55:
+        raw = raw.encode("ascii")
+    elif len(raw) != 55:
         return None
-    match = _TRACEPARENT_00.fullmatch(raw)
-    if match is None:
+    if _TRACEPARENT_00.fullmatch(raw) is None:
         return None
-    trace_hex, span_hex, flags_hex = match.groups()
-    trace_id = int(trace_hex, 16)
-    span_id = int(span_hex, 16)
+    trace_id = int(raw[3:35], 16)
+    span_id = int(raw[36:52], 16)
     if not trace_id or not span_id:
         return _INVALID
-    flags = int(flags_hex, 16)
-    if flags == 1:
-        trace_flags = _SAMPLED
-    elif flags == 0:
-        trace_flags = _NOT_SAMPLED
-    else:
-        trace_flags = TraceFlags(flags)
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace_flags)
+    return SpanContext(trace_id, span_id, True, _FLAGS[int(raw[53:55], 16)])
 
 
 def origin_ms(carrier: Mapping[str, Any]) -> int | None:

@@ -40,6 +40,9 @@ class Telemetry:
         self._proxy_meter = hasattr(meter, "_real_meter")
         self._drops: bool | None = None
         self._metering: bool | None = None
+        #: Tracer and meter both come from the global providers: while neither
+        #: is set, nothing can record (the producer's cheapest check).
+        self.global_providers = self._proxy_tracer and self._proxy_meter
 
     def tracing(self) -> bool:
         """False while the tracer is the API's no-op (no SDK configured yet).
