@@ -7,7 +7,7 @@ is start + ``Message.latency()``. The app's own delivery callback runs inside
 ours, exactly once, with the producer span current; its exceptions propagate.
 
 Pending spans are bounded by librdkafka itself: a message's delivery report,
-and with it our closure, is released when served, and librdkafka refuses new
+and with it our callback object, is released when served, and librdkafka refuses new
 messages (BufferError) once ``queue.buffering.max.messages`` are outstanding.
 """
 
