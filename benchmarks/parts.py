@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Where a traced message's time goes: per-component costs, in microseconds per call.
+
+``run.py`` measures throughput against real brokers, where the broker, the
+garbage collector and the span processor's export thread all share the CPU.
+This script isolates the Python work, in one process with ``timeit``, so a
+change to a hot path can be judged in seconds:
+
+* the OpenTelemetry SDK alone, doing what ``run.py``'s floor does (a span with
+  the same attributes plus inject, or extract plus a span with a link);
+* kafkaplus's whole produce path (``produce()`` plus its delivery callback)
+  and poll path (the process span, made current and ended at the next poll),
+  with only librdkafka's own call replaced by one returning a real message;
+* the W3C header writer and reader, kafkaplus's and the propagator's.
+
+Each at 1 % (``ParentBased(TraceIdRatioBased(0.01))``, and a consumed parent
+that was not sampled) and at 100 % sampling, with a BatchSpanProcessor into an
+exporter that drops spans. The messages are real: produced to and consumed
+from a librdkafka mock cluster before the measurements. Run it with the
+benchmark's environment (``benchmarks/.venv/bin/python benchmarks/parts.py``)
+or any environment with this package and the SDK installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+TOPIC = "parts"
+VALUE = b"x" * 100
+KEY = b"key-042"
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-{flags}"
+
+
+def _messages() -> tuple[Any, dict[str, Any]]:
+    """A delivered message, and consumed ones by parent flags, before instrumentation."""
+    import confluent_kafka
+
+    p = confluent_kafka.Producer({"test.mock.num.brokers": 1, "log_level": 0})
+    broker = next(iter(p.list_topics(timeout=10).brokers.values()))
+    delivered: list[Any] = []
+    for flags in ("00", "01"):
+        p.produce(TOPIC, VALUE, KEY, partition=0, headers=[("traceparent", TRACEPARENT.format(flags=flags))],
+                  on_delivery=lambda err, msg: delivered.append(msg))  # fmt: skip
+    p.flush(10)
+    c = confluent_kafka.Consumer({
+        "bootstrap.servers": f"{broker.host}:{broker.port}", "group.id": "parts",
+        "log_level": 0, "enable.auto.commit": False,
+    })  # fmt: skip
+    c.assign([confluent_kafka.TopicPartition(TOPIC, 0, confluent_kafka.OFFSET_BEGINNING)])
+    consumed: dict[str, Any] = {}
+    while len(consumed) < 2:
+        m = c.poll(5)
+        if m is not None and m.error() is None:
+            consumed["sampled" if m.offset() == 1 else "unsampled"] = m
+    c.close()
+    return delivered[0], {"p": p, **consumed}
+
+
+def _provider(ratio: float) -> Any:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tp = TracerProvider(sampler=ALWAYS_ON if ratio >= 1 else ParentBased(TraceIdRatioBased(ratio)))
+    tp.add_span_processor(BatchSpanProcessor(Drop()))
+    return tp
+
+
+def _cases(ratio: float, delivered: Any, msgs: dict[str, Any]) -> dict[str, Callable[[], Any]]:
+    from opentelemetry import propagate, trace
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Link, SpanKind
+
+    from opentelemetry_instrumentation_kafkaplus import KafkaPlusInstrumentor
+    from opentelemetry_instrumentation_kafkaplus import consumer as kp_consumer
+    from opentelemetry_instrumentation_kafkaplus import producer as kp_producer
+    from opentelemetry_instrumentation_kafkaplus.propagation import (
+        GETTER,
+        Injector,
+        extract,
+        headers_carrier,
+    )
+
+    tp = _provider(ratio)
+    inst = KafkaPlusInstrumentor()
+    if inst.is_instrumented_by_opentelemetry:
+        inst.uninstrument()
+    inst.instrument(tracer_provider=tp)
+    import confluent_kafka
+
+    client = confluent_kafka.Producer({"bootstrap.servers": "127.0.0.1:1", "client.id": "parts",
+                                       "log_level": 0})  # fmt: skip
+    state = client._kafkaplus
+    cons = confluent_kafka.Consumer({"bootstrap.servers": "127.0.0.1:1", "group.id": "parts",
+                                     "client.id": "parts", "log_level": 0})  # fmt: skip
+    cstate = cons._kafkaplus
+    consumed = msgs["sampled" if ratio >= 1 else "unsampled"]
+    tracer = tp.get_tracer("parts")
+    state.topic(TOPIC, kp_producer.ACTIVE.telemetry)  # templates built once, as in a real run
+    send_attrs = dict(state.topics[TOPIC].attrs)
+    proc_attrs = dict(cstate.topic(TOPIC, kp_consumer.ACTIVE.telemetry).process_attrs)
+    carrier = headers_carrier(consumed.headers())
+
+    def app_callback(err: Any, msg: Any) -> None:
+        pass
+
+    def librdkafka_produce(client: Any, *args: Any, **kwargs: Any) -> None:
+        cb = kwargs.get("on_delivery")
+        if cb is not None and cb is not app_callback:
+            cb(None, delivered)  # the report librdkafka would serve later
+
+    def kafkaplus_produce() -> None:
+        kp_producer.produce(client, state, (TOPIC, VALUE, KEY), {"on_delivery": app_callback},
+                            librdkafka_produce)  # fmt: skip
+
+    def sdk_produce() -> None:
+        attrs = send_attrs.copy()
+        attrs["messaging.kafka.message.key"] = "key-042"
+        attrs["messaging.message.body.size"] = 100
+        span = tracer.start_span("send " + TOPIC, kind=SpanKind.PRODUCER, attributes=attrs)
+        propagate.inject({}, context=trace.set_span_in_context(span))
+        span.set_attribute("messaging.destination.partition.id", "0")
+        span.set_attribute("messaging.kafka.offset", 1)
+        span.end()
+
+    def librdkafka_poll(client: Any, *args: Any, **kwargs: Any) -> Any:
+        return consumed
+
+    def kafkaplus_poll() -> None:
+        kp_consumer.poll(cons, cstate, (0,), {}, librdkafka_poll)
+        kp_consumer.end_open(cstate)  # what the next poll does first
+
+    def sdk_consume() -> None:
+        ctx = propagate.extract(carrier, getter=GETTER)
+        parent = trace.get_current_span(ctx).get_span_context()
+        attrs = proc_attrs.copy()
+        attrs["messaging.kafka.message.key"] = "key-042"
+        attrs["messaging.message.body.size"] = 100
+        attrs["messaging.destination.partition.id"] = "0"
+        attrs["messaging.kafka.offset"] = 1
+        tracer.start_span("process " + TOPIC, context=ctx, kind=SpanKind.CONSUMER,
+                          attributes=attrs, links=[Link(parent)]).end()  # fmt: skip
+
+    span = tracer.start_span("x")
+    span_ctx = span.get_span_context()
+    span_in_ctx = trace.set_span_in_context(span, Context())
+    injector = Injector()
+
+    return {
+        "produce: SDK alone (span, attributes, inject, end)": sdk_produce,
+        "produce: kafkaplus (produce() + delivery callback)": kafkaplus_produce,
+        "poll: SDK alone (extract, span with a link, end)": sdk_consume,
+        "poll: kafkaplus (process span, current, ended)": kafkaplus_poll,
+        "traceparent write: propagator": lambda: propagate.inject({}, context=span_in_ctx),
+        "traceparent write: kafkaplus": lambda: injector.inject(None, span_in_ctx, span_ctx, span),
+        "traceparent read: propagator": lambda: propagate.extract(carrier, getter=GETTER),
+        "traceparent read: kafkaplus": lambda: extract(carrier),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--number", type=int, default=20_000, help="calls per timing (default 20000)")
+    ap.add_argument("--repeat", type=int, default=5, help="timings per case; the best is kept")
+    args = ap.parse_args()
+    delivered, msgs = _messages()
+    rows: list[tuple[str, str, float]] = []
+    for label, ratio in (("1 %", 0.01), ("100 %", 1.0)):
+        for name, fn in _cases(ratio, delivered, msgs).items():
+            best = min(timeit.repeat(fn, number=args.number, repeat=args.repeat))
+            rows.append((label, name, best / args.number * 1e6))
+    width = max(len(name) for _, name, _ in rows)
+    print(f"{'sampling':8}  {'component':{width}}  us/call")
+    for label, name, us in rows:
+        print(f"{label:8}  {name:{width}}  {us:7.2f}")
+
+
+if __name__ == "__main__":
+    main()
