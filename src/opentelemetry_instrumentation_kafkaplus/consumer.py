@@ -30,9 +30,7 @@ from typing import Any
 from confluent_kafka import cimpl
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry import trace as _trace_api
 from opentelemetry.context import Context
-from opentelemetry.metrics import _internal as _metrics_api
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TraceFlags
 
 from . import clientconfig
@@ -47,6 +45,7 @@ from .telemetry import (
     ACTIVE,
     Telemetry,
     end_span,
+    no_sdk,
     suppressed,
 )
 
@@ -777,16 +776,8 @@ class Consumer(_CConsumer):
     def poll(self, *args: Any, **kwargs: Any) -> Any:
         # With no SDK anywhere (so no span of ours is open or current), call
         # straight through: this check is all the instrumentation costs then.
-        tel = ACTIVE.telemetry
         state = self._kafkaplus
-        if (
-            tel is not None
-            and tel.global_providers
-            and _trace_api._TRACER_PROVIDER is None
-            and _metrics_api._METER_PROVIDER is None
-            and not state.open
-            and _get_current().get(_OPEN_KEY) is None
-        ):
+        if no_sdk(ACTIVE.telemetry) and not state.open and _get_current().get(_OPEN_KEY) is None:
             return _orig_poll(self, *args, **kwargs)
         return poll(self, state, args, kwargs)
 

@@ -20,15 +20,21 @@ from typing import Any
 from confluent_kafka import cimpl
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry import trace as _trace_api
-from opentelemetry.metrics import _internal as _metrics_api
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import clientconfig
 from . import semconv as sc
 from ._errors import report, warn_once
 from .dataloss import ACCOUNTED, PENDING_LIMIT, track_producer
-from .telemetry import _SPAN_KEY, _SUPPRESS_KEY, ACTIVE, Telemetry, end_span, suppressed
+from .telemetry import (
+    _SPAN_KEY,
+    _SUPPRESS_KEY,
+    ACTIVE,
+    Telemetry,
+    end_span,
+    no_sdk,
+    suppressed,
+)
 
 _CProducer = cimpl.Producer
 _orig_produce = cimpl.Producer.produce
@@ -584,14 +590,7 @@ class Producer(_CProducer):
     def produce(self, *args: Any, **kwargs: Any) -> Any:
         # With no SDK anywhere and no context to propagate, call straight
         # through: this check is all the instrumentation costs then.
-        tel = ACTIVE.telemetry
-        if (
-            tel is not None
-            and tel.global_providers
-            and _trace_api._TRACER_PROVIDER is None
-            and _metrics_api._METER_PROVIDER is None
-            and not self._kafkaplus.only_error
-        ):
+        if no_sdk(ACTIVE.telemetry) and not self._kafkaplus.only_error:
             current: Any = _get_current().get(_SPAN_KEY)
             if current is None or not current.get_span_context().is_valid:
                 return _orig_produce(self, *args, **kwargs)

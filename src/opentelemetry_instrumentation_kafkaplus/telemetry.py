@@ -109,6 +109,20 @@ def _drops_unsampled_remote(tracer: Any) -> bool:
     )
 
 
+def no_sdk(tel: Telemetry | None) -> bool:
+    """True while instrumented with the global providers and neither is set yet.
+
+    Then nothing can record, and the clients' hot methods call straight
+    through. Module globals only: this runs on every produce() and poll().
+    """
+    return (
+        tel is not None
+        and tel.global_providers
+        and _trace_api._TRACER_PROVIDER is None
+        and _metrics_api._METER_PROVIDER is None
+    )
+
+
 def end_span(span: Any, end_time: int | None = None) -> None:
     """End a span; a failing span processor is reported, never raised into the app."""
     try:
