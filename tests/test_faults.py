@@ -165,7 +165,7 @@ def _live_send_spans(topic: str) -> int:
                if isinstance(o, Span) and o.name == name and o.end_time is None)  # fmt: skip
 
 
-def _live_delivery_closures(topic: str) -> int:
+def _live_delivery_callbacks(topic: str) -> int:
     """kafkaplus delivery callbacks alive for this topic."""
     name = f"send {topic}"
     return sum(1 for o in gc.get_objects()
@@ -184,14 +184,14 @@ def test_pending_spans_are_bounded_by_the_queue(otel):
     assert accepted == 1000
     gc.collect()
     assert _live_send_spans(topic) == 1000
-    assert _live_delivery_closures(topic) <= 1000
+    assert _live_delivery_callbacks(topic) <= 1000
     # Retrying against a full queue never grows what is pending.
     for i in range(500):
         with pytest.raises(BufferError):
             p.produce(topic, f"again{i}".encode(), partition=0, on_delivery=lambda e, m: None)
     gc.collect()
     assert _live_send_spans(topic) == 1000
-    assert _live_delivery_closures(topic) <= 1000
+    assert _live_delivery_callbacks(topic) <= 1000
     refused = otel.spans(f"send {topic}")
     assert len(refused) == 501
     assert {s.attributes["error.type"] for s in refused} == {"BufferError"}
@@ -200,7 +200,7 @@ def test_pending_spans_are_bounded_by_the_queue(otel):
     assert p.flush(10) == 0
     gc.collect()
     assert _live_send_spans(topic) == 0
-    assert _live_delivery_closures(topic) == 0
+    assert _live_delivery_callbacks(topic) == 0
     assert len(otel.spans(f"send {topic}")) == 1501
 
 

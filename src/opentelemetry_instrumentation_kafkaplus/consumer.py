@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import cimpl
@@ -225,8 +225,8 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
         info = state.topic(topic, tel)
     if info.excluded:
         return
-    tracing = tel._tracing or tel.tracing()
-    metering = tel._metering or tel.metering()
+    tracing = tel.tracing()
+    metering = tel.metering()
     if not tracing and not metering:
         return
     now = _time_ns()
@@ -240,8 +240,9 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
     carrier = headers_carrier(headers) if headers else None
     origin = origin_ms(carrier) if carrier else None
     attrs: Any = None
-    if metering:
-        attrs = _record_consumed(tel, info, partition, skipped, now, ts, origin)
+    ages = _ages(now, ts, origin) if metering else None
+    if ages is not None:
+        attrs = _record_consumed(tel, info, partition, skipped, ages)
     if not tracing:
         state.open.append(_Open(_NOOP_SPAN, None, None, now, attrs))
         return
@@ -265,7 +266,7 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
     else:
         span = ended = _start_process_span(
             tel, state, info, msg, ambient, ext, producer_sc, parent_mode, now,
-            partition, offset, skipped, ts, origin, headers,
+            partition, offset, skipped, ages or _ages(now, ts, origin), headers,
         )  # fmt: skip
     # One new context: the ambient one plus our span, the message's baggage and
     # its origin time (so a producer called while processing forwards it; on
@@ -299,9 +300,7 @@ def _record_consumed(
     info: _Topic,
     partition: int,
     skipped: int,
-    now: int,
-    ts: int | None,
-    origin: int | None,
+    ages: tuple[float | None, float | None],
 ) -> dict[str, Any]:
     """The per-message consumer metrics; returns their attributes."""
     m = tel.metrics
@@ -311,7 +310,7 @@ def _record_consumed(
     m.consumed.add(1, attrs)
     if skipped:
         m.skipped.add(skipped, _with_partition(attrs, partition))
-    age, origin_age = _ages(now, ts, origin)
+    age, origin_age = ages
     if age is not None:
         m.message_age.record(age, attrs)
     if origin_age is not None:
@@ -332,8 +331,7 @@ def _start_process_span(
     partition: int,
     offset: int,
     skipped: int,
-    ts: int | None,
-    origin: int | None,
+    ages: tuple[float | None, float | None],
     headers: Any,
 ) -> Any:
     """The ``process`` span of one message: parent and links by context mode."""
@@ -355,7 +353,7 @@ def _start_process_span(
     opts = tel.options
     span_attrs = info.process_attrs.copy()
     _message_attributes(span_attrs, msg, tel, partition, offset)
-    age, origin_age = _ages(now, ts, origin)
+    age, origin_age = ages
     if age is not None:
         span_attrs[sc.KAFKAPLUS_MESSAGE_AGE] = age
     if origin_age is not None:
@@ -465,7 +463,8 @@ def _process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start:
             m.consumed.add(1, info.metric_attrs)
             ts_type, ts = msg.timestamp()
             if ts_type != _TS_NOT_AVAILABLE and ts > 0:
-                m.message_age.record(max((now / 1e6 - ts) / 1e3, 0.0), info.metric_attrs)
+                age = _ages(now, ts, None)[0]
+                m.message_age.record(age, info.metric_attrs)
         receive_attrs = {
             **batch.metric_attrs,
             sc.MESSAGING_OPERATION_NAME: "poll",
@@ -615,19 +614,26 @@ def _asynchronous(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return bool(kwargs.get("asynchronous", args[2] if len(args) > 2 else True))
 
 
-def commit_result_callback(state: ConsumerState, user_cb: Any) -> Any:
-    """The ``on_commit`` kafkaplus installs: record the result, then call the app's."""
+def _then_app(ours: Callable[..., Any], what: str, user_cb: Any) -> Callable[..., Any]:
+    """A callback that runs our bookkeeping (errors reported), then the app's own."""
 
-    def on_commit(err: Any, partitions: Any) -> Any:
+    def callback(*args: Any) -> Any:
         try:
-            _commit_result(state, err, partitions)
+            ours(*args)
         except Exception as exc:
-            report("commit result", exc)
+            report(what, exc)
         if user_cb is not None:
-            return user_cb(err, partitions)
+            return user_cb(*args)
         return None
 
-    return on_commit
+    return callback
+
+
+def commit_result_callback(state: ConsumerState, user_cb: Any) -> Any:
+    """The ``on_commit`` kafkaplus installs: record the result, then call the app's."""
+    return _then_app(
+        lambda err, partitions: _commit_result(state, err, partitions), "commit result", user_cb
+    )
 
 
 def _commit_result(state: ConsumerState, err: Any, partitions: Any) -> None:
@@ -728,17 +734,9 @@ def subscribe(client: Any, state: ConsumerState, args: tuple[Any, ...],
 def _rebalance_cb(state: ConsumerState, user_cb: Any) -> Any:
     if user_cb is not None and not callable(user_cb):
         return user_cb  # let confluent-kafka reject it
-
-    def on_rebalance(consumer: Any, partitions: Any) -> Any:
-        try:
-            state.gaps.forget(partitions)
-        except Exception as exc:
-            report("rebalance", exc)
-        if user_cb is not None:
-            return user_cb(consumer, partitions)
-        return None
-
-    return on_rebalance
+    return _then_app(
+        lambda consumer, partitions: state.gaps.forget(partitions), "rebalance", user_cb
+    )
 
 
 def _repositioned(method: str, all_partitions: bool = False) -> Any:

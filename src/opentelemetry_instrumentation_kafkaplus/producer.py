@@ -126,9 +126,8 @@ def produce(
         if state.only_error:
             return _produce_filtered(client, state, args, kwargs, orig)
         return orig(client, *args, **kwargs)
-    # Cached once an SDK is found; re-checked (cheaply) until then.
-    tracing = tel._tracing or tel.tracing()
-    metering = tel._metering or tel.metering()
+    tracing = tel.tracing()
+    metering = tel.metering()
     ctx = _get_current()
     if not tracing and not metering and not state.only_error:
         current: Any = ctx.get(_SPAN_KEY)
@@ -345,18 +344,6 @@ def _record_delivery(span: Any, err: Any, msg: Any, tel: Telemetry) -> None:
     if err is None:
         partition = msg.partition()
         offset = msg.offset()
-        if (
-            not tel.options.semconv_dup
-            and partition is not None
-            and partition >= 0
-            and offset is not None
-            and offset >= 0
-        ):
-            span.set_attributes(
-                {sc.MESSAGING_DESTINATION_PARTITION_ID: str(partition),
-                 sc.MESSAGING_KAFKA_OFFSET: offset}
-            )  # fmt: skip
-            return
         attrs: dict[str, Any] = {}
         if partition is not None and partition >= 0:
             attrs[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)

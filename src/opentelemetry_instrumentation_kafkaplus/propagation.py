@@ -150,9 +150,7 @@ class Injector:
         The common case (default propagator, no headers of the caller's, no
         baggage, no origin to carry on) builds the one-element list directly.
         """
-        prop = propagate.get_global_textmap()
-        if prop is not self._prop:
-            self._refresh(prop)
+        prop = self._current()
         if (
             self._fast
             and headers is None
@@ -161,7 +159,7 @@ class Injector:
             and not ctx.get(ORIGIN_KEY)
         ):
             return [("traceparent", _traceparent_header(span_context))]
-        return self.merge(headers, self.headers_for(ctx, span_context, span))
+        return self.merge(headers, self._headers(prop, ctx, span_context, span))
 
     def headers_for(
         self, ctx: Context, span_context: trace.SpanContext, span: trace.Span | None
@@ -171,9 +169,22 @@ class Injector:
         ``ctx`` is the caller's current context (baggage, origin); ``span`` the
         producer span about to become the message's parent, if any.
         """
+        return self._headers(self._current(), ctx, span_context, span)
+
+    def _current(self) -> TextMapPropagator:
+        """The global propagator, its properties re-read only when it changed."""
         prop = propagate.get_global_textmap()
         if prop is not self._prop:
             self._refresh(prop)
+        return prop
+
+    def _headers(
+        self,
+        prop: TextMapPropagator,
+        ctx: Context,
+        span_context: trace.SpanContext,
+        span: trace.Span | None,
+    ) -> dict[str, str]:
         out: dict[str, str] = {}
         if self._fast:
             if span_context.is_valid:

@@ -114,21 +114,16 @@ def client_attributes(conf: Mapping[str, Any], *, consumer: bool) -> dict[str, A
 
 def key_string(key: object) -> str | None:
     """The key as the conventions want it: its UTF-8 text, or nothing."""
-    if type(key) is bytes:
-        try:
-            return key.decode("utf-8")
-        except UnicodeDecodeError:
+    if type(key) is not bytes:  # bytes first: what almost every app passes
+        if key is None or isinstance(key, str):
+            return key
+        if not isinstance(key, (bytearray, memoryview)):
             return None
-    if key is None:
+        key = bytes(key)
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
         return None
-    if isinstance(key, str):
-        return key
-    if isinstance(key, (bytes, bytearray, memoryview)):
-        try:
-            return bytes(key).decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    return None
 
 
 def error_type(err: Any) -> str:
