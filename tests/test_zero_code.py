@@ -72,7 +72,7 @@ def test_demo_relays_to_the_users_otlp_endpoint(mock_cluster, monkeypatch, capsy
     services = {s.service for s in backend.spans}
     assert services == {"ingest", "enricher", "sink"}
     assert len([s for s in backend.spans if s.name.split(" ")[0] != "commit"]) == 8
-    assert all(len(line) <= 80 for line in out.splitlines())
+    assert [line for line in out.splitlines() if len(line) > 80] == [], out
 
 
 def test_demo_fails_clearly_when_the_broker_is_unreachable(capsys):
@@ -90,3 +90,20 @@ def test_demo_prints_a_waterfall(capsys):
     assert "ingest    send orders.raw" in out
     assert "sink" in out and "process orders.enriched" in out
     assert "\x1b[" not in out  # no colour when not a TTY
+
+
+def test_waterfall_rows_fit_80_columns_with_a_failed_span_at_the_end():
+    from opentelemetry_instrumentation_kafkaplus.demo.receiver import Span
+    from opentelemetry_instrumentation_kafkaplus.demo.waterfall import render
+
+    attrs = {"messaging.destination.partition.id": "3", "messaging.kafka.offset": 12345}
+    spans = [
+        Span("ingest", "t", "a", "", "send orders.raw.0123456789", 4, 0, 10**9, attrs),
+        Span("enricher", "t", "b", "a", "process orders.raw.0123456789", 5, 10**8, 2 * 10**9, attrs),
+        # A failed span whose bar reaches the right edge: its marker must not widen the row.
+        Span("enricher", "t", "c", "", "commit", 1, 10**9, 2 * 10**9, {}, status_code=2),
+    ]
+    rows = render(spans, colour=False).splitlines()
+    assert [r for r in rows if len(r) > 80] == []
+    failed = next(r for r in rows if "commit" in r)
+    assert "!" in failed and failed.count("\u2588") >= 1

@@ -74,8 +74,8 @@ def render(spans: Sequence[Any], colour: bool | None = None) -> str:
         bar = " " * a + "\u2588" * (min(b, bar_w) - a)
         bar = bar.ljust(bar_w)
         if s.status_code == 2:
-            bar = bar.rstrip() + "!"
-            bar = bar.ljust(bar_w)
+            # The marker takes the last cell when the bar already fills the row.
+            bar = (bar.rstrip()[: bar_w - 1] + "!").ljust(bar_w)
         if colour:
             code = _COLOURS.get(s.service, "34")
             bar = f"\x1b[{code}m{bar}\x1b[0m"
