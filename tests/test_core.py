@@ -455,3 +455,43 @@ def test_forwarding_headers_carries_one_new_context(mock_cluster, otel):
     origins = [v for k, v in out.headers() if k == "kafkaplus-origin-ms"]
     assert "kafkaplus-origin-ms" not in dict(m.headers())  # a first hop needs none
     assert origins == [str(m.timestamp()[1]).encode()]  # the first message's creation time
+
+
+@pytest.mark.parametrize("sampled", [True, False], ids=["sampled", "unsampled-parent"])
+def test_traced_clients_leave_no_reference_cycles(mock_cluster, otel_factory, sampled):
+    """Every span, context and record is freed by reference counting.
+
+    Garbage that only the cyclic collector can free makes each collection
+    walk it: in a poll loop at full sampling that cost more than the span.
+    """
+    import gc
+
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+
+    otel_factory(sampler=ParentBased(ALWAYS_ON))
+    topic = unique()
+    flags = "01" if sampled else "00"
+    p = producer(mock_cluster)
+    for i in range(20):
+        tp = f"00-{i + 1:032x}-{i + 1:016x}-{flags}"
+        p.produce(topic, b"v", partition=0, headers=[("traceparent", tp)])
+    p.flush(10)
+    c = assigned_consumer(mock_cluster, topic)
+    poll_messages(c, 1)
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        poll_messages(c, 9)
+        got = 0
+        while got < 10:
+            got += sum(1 for m in c.consume(5, 1.0) if m.error() is None)
+        p.produce(topic, b"w", partition=0, on_delivery=lambda err, msg: None)
+        p.flush(10)
+        c.commit(asynchronous=False)
+        c.close()
+        gc.collect()
+        ours = [o for o in gc.garbage if type(o).__module__.startswith("opentelemetry")]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert sorted({type(o).__qualname__ for o in ours}) == []

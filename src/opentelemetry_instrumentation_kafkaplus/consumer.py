@@ -163,6 +163,9 @@ def end_open(state: ConsumerState) -> None:
     own: Any = current.get(_OPEN_KEY)
     if own is not None and own.ctx is current and own.prev is not None:
         otel_context.attach(own.prev)
+        # The record and its context point at each other; without this the
+        # pair (and the span it holds) would wait for the cyclic collector.
+        own.ctx = None
     pending = state.open
     while pending:  # checked first: no IndexError raised on every poll
         try:
