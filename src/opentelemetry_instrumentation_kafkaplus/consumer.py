@@ -172,8 +172,6 @@ def end_open(state: ConsumerState) -> None:
             item = pending.popleft()
         except IndexError:  # another thread's poll took it meanwhile
             return
-        if item.span is None and item.metric_attrs is None:
-            continue  # a context without a span of ours: nothing to end
         end_ns = _time_ns()
         try:
             if item.span is not None:
@@ -287,7 +285,10 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
     values[_OPEN_KEY] = item
     item.ctx = ctx = Context(values)
     otel_context.attach(ctx)
-    state.open.append(item)
+    if ended is not None or attrs is not None:
+        # Otherwise nothing to end: the context alone is restored, through
+        # the record it carries, by this thread's next call.
+        state.open.append(item)
 
 
 def _ages(now: int, ts: int | None, origin: int | None) -> tuple[float | None, float | None]:
