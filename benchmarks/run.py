@@ -14,7 +14,10 @@ measures, for each case in a fresh subprocess:
   first message arrives, then the rest is timed.
 
 Plus the "floor" (what the OpenTelemetry SDK alone costs per message for the
-span kafkaplus makes) and the peak RSS growth over ``--rss-messages`` messages.
+span kafkaplus makes), measured twice: in a loop of its own, and as the case
+"SDK by hand" (the uninstrumented clients, with the application doing the
+floor's SDK calls around each produce() and poll()); and the peak RSS growth
+over ``--rss-messages`` messages.
 It prints one table of ratios with the targets, and ``--json PATH`` writes
 everything. ``--quick`` runs tiny counts for CI: it never fails on a timing.
 See docs/benchmark.md.
@@ -56,6 +59,7 @@ CASES: dict[str, tuple[str, float | None, bool]] = {
     "kafkaplus-100pct": ("kafkaplus", 1.0, False),
     "kafkaplus-metrics": ("kafkaplus", None, True),
     "kafkaplus-100pct-metrics": ("kafkaplus", 1.0, True),
+    "sdk-by-hand-100pct": ("sdk", 1.0, False),
 }
 LABELS = {
     "uninstrumented": "uninstrumented",
@@ -67,6 +71,7 @@ LABELS = {
     "kafkaplus-100pct": "kafkaplus, 100 % sampled",
     "kafkaplus-metrics": "kafkaplus, metrics only",
     "kafkaplus-100pct-metrics": "kafkaplus, 100 % + metrics",
+    "sdk-by-hand-100pct": "SDK by hand, 100 % sampled",
 }
 # The official plugin's case with the same tracing setup (it has no metrics).
 SAME_TRACING = {
@@ -456,6 +461,103 @@ def _consumer_conf(bootstrap: str, group: str) -> dict[str, Any]:
     }
 
 
+class _ByHandProducer:
+    """The floor's producer-side SDK calls, written by hand around each produce().
+
+    What an application would write without any plugin: a PRODUCER span with
+    the same attributes as kafkaplus's, its context injected into the
+    message's headers by the global propagator, partition and offset set (the
+    floor's placeholder values: they are only known at delivery), ended.
+    """
+
+    def __init__(self, producer: Any, tp: Any, bootstrap: str) -> None:
+        from opentelemetry import propagate, trace
+        from opentelemetry.trace import SpanKind
+
+        self._producer = producer
+        self._tracer = tp.get_tracer("bench-by-hand")
+        self._inject = propagate.inject
+        self._in_ctx = trace.set_span_in_context
+        self._kind = SpanKind.PRODUCER
+        host, _, port = bootstrap.partition(",")[0].rpartition(":")
+        self._base = {
+            "messaging.system": "kafka", "messaging.client.id": "bench-producer",
+            "server.address": host, "server.port": int(port),
+            "messaging.operation.name": "send", "messaging.operation.type": "send",
+        }  # fmt: skip
+        self._templates: dict[str, dict[str, Any]] = {}
+        self._i = 0
+        self.poll = producer.poll
+        self.flush = producer.flush
+
+    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None:
+        attrs = self._templates.get(topic)
+        if attrs is None:
+            attrs = self._templates[topic] = {**self._base, "messaging.destination.name": topic}
+        attrs = attrs.copy()
+        attrs["messaging.kafka.message.key"] = key.decode()
+        attrs["messaging.message.body.size"] = len(value)
+        span = self._tracer.start_span("send " + topic, kind=self._kind, attributes=attrs)
+        headers: dict[str, str] = {}
+        self._inject(headers, context=self._in_ctx(span))
+        try:
+            self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+        finally:
+            i = self._i = self._i + 1
+            span.set_attribute("messaging.destination.partition.id", str(i % PARTITIONS))
+            span.set_attribute("messaging.kafka.offset", i)
+            span.end()
+
+
+class _ByHandConsumer:
+    """The floor's consumer-side SDK calls, written by hand around each poll().
+
+    The global propagator extracts the context from the message's headers; a
+    CONSUMER span with the same attributes as kafkaplus's, that context as
+    parent and a link to it, is started and ended.
+    """
+
+    def __init__(self, consumer: Any, tp: Any, bootstrap: str, group: str) -> None:
+        from opentelemetry import propagate, trace
+        from opentelemetry.trace import Link, SpanKind
+
+        self._consumer = consumer
+        self._tracer = tp.get_tracer("bench-by-hand")
+        self._extract = propagate.extract
+        self._get_span = trace.get_current_span
+        self._link = Link
+        self._kind = SpanKind.CONSUMER
+        host, _, port = bootstrap.partition(",")[0].rpartition(":")
+        self._base = {
+            "messaging.system": "kafka", "messaging.client.id": "bench-consumer",
+            "server.address": host, "server.port": int(port),
+            "messaging.consumer.group.name": group,
+            "messaging.operation.name": "process", "messaging.operation.type": "process",
+        }  # fmt: skip
+        self._templates: dict[str, dict[str, Any]] = {}
+        self.close = consumer.close
+
+    def poll(self, timeout: float) -> Any:
+        msg = self._consumer.poll(timeout)
+        if msg is None or msg.error() is not None:
+            return msg
+        topic = msg.topic()
+        attrs = self._templates.get(topic)
+        if attrs is None:
+            attrs = self._templates[topic] = {**self._base, "messaging.destination.name": topic}
+        carrier = {k: v.decode() for k, v in msg.headers() or ()}
+        ctx = self._extract(carrier)
+        parent = self._get_span(ctx).get_span_context()
+        attrs = attrs.copy()
+        attrs["messaging.kafka.message.key"] = msg.key().decode()
+        attrs["messaging.message.body.size"] = len(msg.value())
+        attrs["messaging.destination.partition.id"] = str(msg.partition())
+        attrs["messaging.kafka.offset"] = msg.offset()
+        self._tracer.start_span("process " + topic, context=ctx, kind=self._kind,
+                                attributes=attrs, links=[self._link(parent)]).end()  # fmt: skip
+        return msg
+
+
 def worker_throughput(spec: dict[str, Any]) -> dict[str, Any]:
     case, bootstrap, topic = spec["case"], spec["bootstrap"], spec["topic"]
     n, warm = spec["messages"], spec["warmup"]
@@ -468,6 +570,9 @@ def worker_throughput(spec: dict[str, Any]) -> dict[str, Any]:
     payload = b"x" * MESSAGE_SIZE
     keys = [b"key-%03d" % i for i in range(N_KEYS)]
     producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "client.id": "bench-producer"})
+    by_hand = CASES[case][0] == "sdk"
+    if by_hand:
+        producer = _ByHandProducer(producer, tp, bootstrap)
     counts = [0, 0]
     _produce(producer, topic, warm, spec["poll_every"], payload, keys, counts)
     counts[:] = [0, 0]
@@ -480,6 +585,8 @@ def worker_throughput(spec: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"delivery reports: {counts[0]} ok, {counts[1]} failed, of {n}")
     consumer = confluent_kafka.Consumer(_consumer_conf(bootstrap, spec["group"]))
     consumer.subscribe([topic])
+    if by_hand:
+        consumer = _ByHandConsumer(consumer, tp, bootstrap, spec["group"])
     total = n + warm
     prof_c = _Profiler(spec.get("profiler"), spec.get("profile_out"), case)
     # The profiler starts before the first message so the join is in the
@@ -730,6 +837,11 @@ def evaluate(med: dict[str, dict[str, dict[str, float | None]]], floor: dict[str
             kp, un, fl = rate("kafkaplus-100pct", phase), rate("uninstrumented", phase), floor.get(phase)
             over = (1e6 / kp - 1e6 / un) / fl if kp and un and fl else None
             add(f"100 %: (kafkaplus - uninstrumented) us/msg vs floor ({phase})", over, 1.25, False)
+        for phase in ("produce", "consume"):
+            kp, un, hand = (rate(c, phase) for c in ("kafkaplus-100pct", "uninstrumented",
+                                                       "sdk-by-hand-100pct"))  # fmt: skip
+            over = (1e6 / kp - 1e6 / un) / (1e6 / hand - 1e6 / un) if kp and un and hand else None
+            add(f"100 %: same, vs floor measured in the loop ({phase})", over, 1.25, False)
     growth = rss.get("kafkaplus-100pct", {}).get("peak_growth_mb")
     if growth is not None:
         out.append({"broker": rss.get("broker", "tansu"),
@@ -769,6 +881,15 @@ def render(results: dict[str, Any]) -> str:
                 parts.append(f"{phase} {extra:.2f} us/msg = {extra / floor[phase]:.2f}x floor")
         if parts:
             lines.append(f"{broker:<6} {'kafkaplus 100 % - uninst.':<28} " + "; ".join(parts))
+        hand = rows.get("sdk-by-hand-100pct", {})
+        parts = []
+        for phase in ("produce", "consume"):
+            if kp.get(phase) and un.get(phase) and hand.get(phase):
+                extra = 1e6 / kp[phase] - 1e6 / un[phase]
+                by_hand = 1e6 / hand[phase] - 1e6 / un[phase]
+                parts.append(f"{phase} {by_hand:.2f} us/msg (kafkaplus {extra / by_hand:.2f}x)")
+        if parts:
+            lines.append(f"{broker:<6} {'SDK by hand - uninst.':<28} " + "; ".join(parts))
         lines.append("")
     if floor.get("produce"):
         lines.append(f"floor (SDK alone, 100 %): produce {floor['produce']:.2f} us/msg "
