@@ -20,6 +20,7 @@ from typing import Any
 from confluent_kafka import cimpl
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import clientconfig
@@ -45,7 +46,6 @@ _PRODUCE_ARGS = (
 _KW_POSITION = {name: i for i, name in enumerate(_PRODUCE_ARGS)}
 _INVALID = trace.INVALID_SPAN_CONTEXT
 _SEND_KIND = SpanKind.PRODUCER
-_set_span_in_context = trace.set_span_in_context
 _get_current = otel_context.get_current
 _get_current_span = trace.get_current_span
 _time_ns = time.time_ns
@@ -319,7 +319,9 @@ class _Delivery:
             if span is not None:
                 _record_delivery(span, err, msg, self.tel)
                 if user_cb is not None:
-                    token = otel_context.attach(_set_span_in_context(span))
+                    values = dict(_get_current())
+                    values[_SPAN_KEY] = span
+                    token = otel_context.attach(Context(values))
             if self.metering:
                 _record_metrics(self.tel, self.info, err, msg, (end_ns - start_ns) / 1e9)
         except Exception as exc:
@@ -339,19 +341,19 @@ class _Delivery:
 
 
 def _record_delivery(span: Any, err: Any, msg: Any, tel: Telemetry) -> None:
-    if not span.is_recording():
-        return
+    """The broker's answer on the span (only recording spans are held to the ack)."""
     if err is None:
         partition = msg.partition()
         offset = msg.offset()
         attrs: dict[str, Any] = {}
+        dup = tel.options.semconv_dup
         if partition is not None and partition >= 0:
             attrs[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
-            if tel.options.semconv_dup:
+            if dup:
                 attrs[sc.LEGACY_PARTITION] = partition
         if offset is not None and offset >= 0:
             attrs[sc.MESSAGING_KAFKA_OFFSET] = offset
-            if tel.options.semconv_dup:
+            if dup:
                 attrs[sc.LEGACY_MESSAGE_ID] = f"{msg.topic()}.{partition}.{offset}"
         span.set_attributes(attrs)
     else:
