@@ -60,6 +60,7 @@ CASES: dict[str, tuple[str, float | None, bool]] = {
     "kafkaplus-metrics": ("kafkaplus", None, True),
     "kafkaplus-100pct-metrics": ("kafkaplus", 1.0, True),
     "sdk-by-hand-100pct": ("sdk", 1.0, False),
+    "sdk-by-hand-ack-100pct": ("sdk-ack", 1.0, False),
 }
 LABELS = {
     "uninstrumented": "uninstrumented",
@@ -72,6 +73,7 @@ LABELS = {
     "kafkaplus-metrics": "kafkaplus, metrics only",
     "kafkaplus-100pct-metrics": "kafkaplus, 100 % + metrics",
     "sdk-by-hand-100pct": "SDK by hand, 100 % sampled",
+    "sdk-by-hand-ack-100pct": "SDK by hand, ended at ack",
 }
 # The official plugin's case with the same tracing setup (it has no metrics).
 SAME_TRACING = {
@@ -468,9 +470,12 @@ class _ByHandProducer:
     the same attributes as kafkaplus's, its context injected into the
     message's headers by the global propagator, partition and offset set (the
     floor's placeholder values: they are only known at delivery), ended.
+    With ``at_ack``, the span is held as kafkaplus holds it: a closure given as
+    the delivery callback sets the partition and offset the broker assigned,
+    calls the app's callback and ends the span.
     """
 
-    def __init__(self, producer: Any, tp: Any, bootstrap: str) -> None:
+    def __init__(self, producer: Any, tp: Any, bootstrap: str, at_ack: bool = False) -> None:
         from opentelemetry import propagate, trace
         from opentelemetry.trace import SpanKind
 
@@ -487,6 +492,7 @@ class _ByHandProducer:
         }  # fmt: skip
         self._templates: dict[str, dict[str, Any]] = {}
         self._i = 0
+        self._at_ack = at_ack
         self.poll = producer.poll
         self.flush = producer.flush
 
@@ -500,6 +506,19 @@ class _ByHandProducer:
         span = self._tracer.start_span("send " + topic, kind=self._kind, attributes=attrs)
         headers: dict[str, str] = {}
         self._inject(headers, context=self._in_ctx(span))
+        if self._at_ack:
+
+            def delivered(err: Any, msg: Any) -> None:
+                if err is None:
+                    span.set_attributes({"messaging.destination.partition.id": str(msg.partition()),
+                                         "messaging.kafka.offset": msg.offset()})  # fmt: skip
+                try:
+                    on_delivery(err, msg)
+                finally:
+                    span.end()
+
+            self._producer.produce(topic, value, key, on_delivery=delivered, headers=headers)
+            return
         try:
             self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
         finally:
@@ -570,9 +589,9 @@ def worker_throughput(spec: dict[str, Any]) -> dict[str, Any]:
     payload = b"x" * MESSAGE_SIZE
     keys = [b"key-%03d" % i for i in range(N_KEYS)]
     producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "client.id": "bench-producer"})
-    by_hand = CASES[case][0] == "sdk"
+    by_hand = CASES[case][0].startswith("sdk")
     if by_hand:
-        producer = _ByHandProducer(producer, tp, bootstrap)
+        producer = _ByHandProducer(producer, tp, bootstrap, at_ack=CASES[case][0] == "sdk-ack")
     counts = [0, 0]
     _produce(producer, topic, warm, spec["poll_every"], payload, keys, counts)
     counts[:] = [0, 0]
@@ -881,15 +900,19 @@ def render(results: dict[str, Any]) -> str:
                 parts.append(f"{phase} {extra:.2f} us/msg = {extra / floor[phase]:.2f}x floor")
         if parts:
             lines.append(f"{broker:<6} {'kafkaplus 100 % - uninst.':<28} " + "; ".join(parts))
-        hand = rows.get("sdk-by-hand-100pct", {})
-        parts = []
-        for phase in ("produce", "consume"):
-            if kp.get(phase) and un.get(phase) and hand.get(phase):
-                extra = 1e6 / kp[phase] - 1e6 / un[phase]
-                by_hand = 1e6 / hand[phase] - 1e6 / un[phase]
-                parts.append(f"{phase} {by_hand:.2f} us/msg (kafkaplus {extra / by_hand:.2f}x)")
-        if parts:
-            lines.append(f"{broker:<6} {'SDK by hand - uninst.':<28} " + "; ".join(parts))
+        for hand_case, label, phases in (
+            ("sdk-by-hand-100pct", "SDK by hand - uninst.", ("produce", "consume")),
+            ("sdk-by-hand-ack-100pct", "SDK by hand at ack - uninst.", ("produce",)),
+        ):
+            hand = rows.get(hand_case, {})
+            parts = []
+            for phase in phases:
+                if kp.get(phase) and un.get(phase) and hand.get(phase):
+                    extra = 1e6 / kp[phase] - 1e6 / un[phase]
+                    by_hand = 1e6 / hand[phase] - 1e6 / un[phase]
+                    parts.append(f"{phase} {by_hand:.2f} us/msg (kafkaplus {extra / by_hand:.2f}x)")
+            if parts:
+                lines.append(f"{broker:<6} {label:<28} " + "; ".join(parts))
         lines.append("")
     if floor.get("produce"):
         lines.append(f"floor (SDK alone, 100 %): produce {floor['produce']:.2f} us/msg "
