@@ -517,7 +517,11 @@ class _ByHandProducer:
                 finally:
                     span.end()
 
-            self._producer.produce(topic, value, key, on_delivery=delivered, headers=headers)
+            try:
+                self._producer.produce(topic, value, key, on_delivery=delivered, headers=headers)
+            except BaseException:
+                span.end()  # BufferError: the loop retries with a new span
+                raise
             return
         try:
             self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
