@@ -20,7 +20,6 @@ from typing import Any
 from confluent_kafka import cimpl
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import clientconfig
@@ -46,6 +45,7 @@ _PRODUCE_ARGS = (
 _KW_POSITION = {name: i for i, name in enumerate(_PRODUCE_ARGS)}
 _INVALID = trace.INVALID_SPAN_CONTEXT
 _SEND_KIND = SpanKind.PRODUCER
+_set_span_in_context = trace.set_span_in_context
 _get_current = otel_context.get_current
 _get_current_span = trace.get_current_span
 _time_ns = time.time_ns
@@ -319,9 +319,7 @@ class _Delivery:
             if span is not None:
                 _record_delivery(span, err, msg, self.tel)
                 if user_cb is not None:
-                    values = dict(_get_current())
-                    values[_SPAN_KEY] = span
-                    token = otel_context.attach(Context(values))
+                    token = otel_context.attach(_set_span_in_context(span))
             if self.metering:
                 _record_metrics(self.tel, self.info, err, msg, (end_ns - start_ns) / 1e9)
         except Exception as exc:
