@@ -241,8 +241,9 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
     carrier = headers_carrier(headers) if headers else None
     origin = origin_ms(carrier) if carrier else None
     attrs: Any = None
-    ages = _ages(now, ts, origin) if metering else None
-    if ages is not None:
+    ages = None
+    if metering:
+        ages = _ages(now, ts, origin)
         attrs = _record_consumed(tel, info, partition, skipped, ages)
     if not tracing:
         state.open.append(_Open(_NOOP_SPAN, None, None, now, attrs))
@@ -267,7 +268,8 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
     else:
         span = ended = _start_process_span(
             tel, state, info, msg, ambient, ext, producer_sc, parent_mode, now,
-            partition, offset, skipped, ages or _ages(now, ts, origin), headers,
+            partition, offset, skipped, ages if ages is not None else _ages(now, ts, origin),
+            headers,
         )  # fmt: skip
     # One new context: the ambient one plus our span, the message's baggage and
     # its origin time (so a producer called while processing forwards it; on
