@@ -463,7 +463,25 @@ def _consumer_conf(bootstrap: str, group: str) -> dict[str, Any]:
     }
 
 
-class _ByHandProducer:
+class _ByHand:
+    """What both by-hand wrappers share: the tracer and per-topic attribute templates."""
+
+    def __init__(self, tp: Any, bootstrap: str, **fixed: Any) -> None:
+        self._tracer = tp.get_tracer("bench-by-hand")
+        host, _, port = bootstrap.partition(",")[0].rpartition(":")
+        self._base = {"messaging.system": "kafka", "server.address": host,
+                      "server.port": int(port), **fixed}  # fmt: skip
+        self._templates: dict[str, dict[str, Any]] = {}
+
+    def _attrs(self, topic: str) -> dict[str, Any]:
+        """A fresh copy of this topic's fixed attributes, for one span."""
+        attrs = self._templates.get(topic)
+        if attrs is None:
+            attrs = self._templates[topic] = {**self._base, "messaging.destination.name": topic}
+        return attrs.copy()
+
+
+class _ByHandProducer(_ByHand):
     """The floor's producer-side SDK calls, written by hand around each produce().
 
     What an application would write without any plugin: a PRODUCER span with
@@ -479,28 +497,21 @@ class _ByHandProducer:
         from opentelemetry import propagate, trace
         from opentelemetry.trace import SpanKind
 
+        super().__init__(tp, bootstrap, **{
+            "messaging.client.id": "bench-producer",
+            "messaging.operation.name": "send", "messaging.operation.type": "send",
+        })  # fmt: skip
         self._producer = producer
-        self._tracer = tp.get_tracer("bench-by-hand")
         self._inject = propagate.inject
         self._in_ctx = trace.set_span_in_context
         self._kind = SpanKind.PRODUCER
-        host, _, port = bootstrap.partition(",")[0].rpartition(":")
-        self._base = {
-            "messaging.system": "kafka", "messaging.client.id": "bench-producer",
-            "server.address": host, "server.port": int(port),
-            "messaging.operation.name": "send", "messaging.operation.type": "send",
-        }  # fmt: skip
-        self._templates: dict[str, dict[str, Any]] = {}
         self._i = 0
         self._at_ack = at_ack
         self.poll = producer.poll
         self.flush = producer.flush
 
     def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None:
-        attrs = self._templates.get(topic)
-        if attrs is None:
-            attrs = self._templates[topic] = {**self._base, "messaging.destination.name": topic}
-        attrs = attrs.copy()
+        attrs = self._attrs(topic)
         attrs["messaging.kafka.message.key"] = key.decode()
         attrs["messaging.message.body.size"] = len(value)
         span = self._tracer.start_span("send " + topic, kind=self._kind, attributes=attrs)
@@ -532,7 +543,7 @@ class _ByHandProducer:
             span.end()
 
 
-class _ByHandConsumer:
+class _ByHandConsumer(_ByHand):
     """The floor's consumer-side SDK calls, written by hand around each poll().
 
     The global propagator extracts the context from the message's headers; a
@@ -544,20 +555,15 @@ class _ByHandConsumer:
         from opentelemetry import propagate, trace
         from opentelemetry.trace import Link, SpanKind
 
+        super().__init__(tp, bootstrap, **{
+            "messaging.client.id": "bench-consumer", "messaging.consumer.group.name": group,
+            "messaging.operation.name": "process", "messaging.operation.type": "process",
+        })  # fmt: skip
         self._consumer = consumer
-        self._tracer = tp.get_tracer("bench-by-hand")
         self._extract = propagate.extract
         self._get_span = trace.get_current_span
         self._link = Link
         self._kind = SpanKind.CONSUMER
-        host, _, port = bootstrap.partition(",")[0].rpartition(":")
-        self._base = {
-            "messaging.system": "kafka", "messaging.client.id": "bench-consumer",
-            "server.address": host, "server.port": int(port),
-            "messaging.consumer.group.name": group,
-            "messaging.operation.name": "process", "messaging.operation.type": "process",
-        }  # fmt: skip
-        self._templates: dict[str, dict[str, Any]] = {}
         self.close = consumer.close
 
     def poll(self, timeout: float) -> Any:
@@ -565,13 +571,10 @@ class _ByHandConsumer:
         if msg is None or msg.error() is not None:
             return msg
         topic = msg.topic()
-        attrs = self._templates.get(topic)
-        if attrs is None:
-            attrs = self._templates[topic] = {**self._base, "messaging.destination.name": topic}
         carrier = {k: v.decode() for k, v in msg.headers() or ()}
         ctx = self._extract(carrier)
         parent = self._get_span(ctx).get_span_context()
-        attrs = attrs.copy()
+        attrs = self._attrs(topic)
         attrs["messaging.kafka.message.key"] = msg.key().decode()
         attrs["messaging.message.body.size"] = len(msg.value())
         attrs["messaging.destination.partition.id"] = str(msg.partition())
