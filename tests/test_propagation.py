@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import Context
@@ -21,6 +21,9 @@ from opentelemetry_instrumentation_kafkaplus.propagation import (
     ORIGIN_KEY,
     Injector,
     extract,
+    headers_carrier,
+    origin_ms,
+    read_headers,
     with_origin,
 )
 
@@ -118,3 +121,53 @@ def test_extraction_with_tracestate_and_baggage_matches_the_propagator():
     sc = trace.get_current_span(ours).get_span_context()
     assert sc.is_remote and sc.trace_flags.sampled and sc.trace_state.get("vendor") == "v1"
     assert baggage.get_baggage("tenant", ours) == "acme"
+
+
+def _header_lists() -> Any:
+    """Consumed header lists: ours in every spelling, others, and malformed items."""
+    names = st.sampled_from([
+        "traceparent", "TraceParent", "tracestate", "baggage", ORIGIN_HEADER,
+        ORIGIN_HEADER.upper(), "app", "x-id",
+    ])  # fmt: skip
+    values = st.one_of(
+        _edits().map(str.encode),
+        st.sampled_from([b"1700000000123", b"0", b"-5", b"12345678901234567", "1700000000123"]),
+        st.sampled_from([b"vendor=v1", b"tenant=acme", b"\xff\xfe"]),
+        st.none(),
+    )
+    item = st.one_of(
+        st.tuples(names, values),
+        st.sampled_from([("traceparent",), ("a", b"1", b"2"), "garbage", None]),
+    )
+    return st.lists(item, max_size=5)
+
+
+@settings(max_examples=400)
+@given(headers=_header_lists())
+def test_one_pass_header_reading_matches_the_general_path(headers):
+    ctx, producer_sc, origin = read_headers(headers)
+    carrier = headers_carrier(headers)
+    if not carrier:
+        assert (ctx, producer_sc, origin) == (None, None, None)
+        return
+    reference = extract(carrier)
+    _same(ctx, _reference(carrier))
+    _same(ctx, reference)
+    expected = trace.get_current_span(reference).get_span_context()
+    assert producer_sc == (expected if expected.is_valid else None)
+    assert origin == origin_ms(carrier)
+
+
+def test_one_pass_header_reading_of_the_common_headers():
+    tp = _valid(0xABC, 0xDEF, 0)
+    ctx, producer_sc, origin = read_headers(
+        [("app", b"1"), ("traceparent", tp.encode()), (ORIGIN_HEADER, b"1700000000123")]
+    )
+    assert producer_sc == SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0))
+    assert trace.get_current_span(ctx).get_span_context() == producer_sc
+    assert origin == 1700000000123
+    second = _valid(0x123, 0x456, 1)
+    last = read_headers([("traceparent", tp.encode()), ("traceparent", second.encode())])[1]
+    assert last is not None and last.trace_id == 0x123  # the newest context wins
+    assert read_headers([]) == (None, None, None)
+    assert read_headers([("app", b"1")])[1:] == (None, None)

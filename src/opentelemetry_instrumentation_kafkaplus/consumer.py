@@ -37,7 +37,7 @@ from . import clientconfig
 from . import semconv as sc
 from ._errors import report
 from .dataloss import GAP_EVENT, GapTracker, consumer_error
-from .propagation import ORIGIN_KEY, extract, headers_carrier, origin_ms
+from .propagation import ORIGIN_KEY, read_headers
 from .telemetry import (
     _BAGGAGE_KEY,
     _SPAN_KEY,
@@ -58,7 +58,6 @@ _CONSUMER = SpanKind.CONSUMER
 _CLIENT = SpanKind.CLIENT
 _time_ns = time.time_ns
 _get_current = otel_context.get_current
-_get_current_span = trace.get_current_span
 _ROOT = Context()
 #: Marks a context attached by a consumer: its value is the _Open record.
 _OPEN_KEY = otel_context.create_key("kafkaplus-open-process-span")
@@ -238,8 +237,7 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
     if ts_type == _TS_NOT_AVAILABLE or ts <= 0:
         ts = None
     headers = msg.headers()
-    carrier = headers_carrier(headers) if headers else None
-    origin = origin_ms(carrier) if carrier else None
+    ext, producer_sc, origin = read_headers(headers)
     attrs: Any = None
     ages = None
     if metering:
@@ -248,11 +246,6 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
     if not tracing:
         state.open.append(_Open(_NOOP_SPAN, None, None, now, attrs))
         return
-    ext = extract(carrier) if carrier else None
-    producer_span: Any = ext.get(_SPAN_KEY) if ext is not None else None
-    producer_sc = producer_span.get_span_context() if producer_span is not None else None
-    if producer_sc is not None and not producer_sc.is_valid:
-        producer_sc = None
     parent_mode = tel.options.consumer_context_mode == "parent"
     if (
         parent_mode
@@ -263,7 +256,7 @@ def _process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
         # The sampler follows the producer's "not sampled": skip building a
         # span the SDK would drop, and keep the producer's context current so
         # it keeps travelling downstream (nothing to end at the next poll).
-        span = producer_span
+        span = ext.get(_SPAN_KEY)  # type: ignore[union-attr]
         ended = None
     else:
         span = ended = _start_process_span(
@@ -492,11 +485,9 @@ def _process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start:
             link_attrs[sc.MESSAGING_KAFKA_OFFSET] = offset
         if batch_topic is None:
             link_attrs[sc.MESSAGING_DESTINATION_NAME] = msg.topic()
-        if headers:
-            producer_sc = _get_current_span(extract(headers_carrier(headers))).get_span_context()
-            if producer_sc.is_valid:
-                links.append(Link(producer_sc, link_attrs))
-                continue
+        producer_sc = read_headers(headers)[1]
+        if producer_sc is not None:
+            links.append(Link(producer_sc, link_attrs))
     count = len(good)
     poll_attrs = batch.poll_attrs.copy()
     poll_attrs[sc.MESSAGING_BATCH_MESSAGE_COUNT] = count

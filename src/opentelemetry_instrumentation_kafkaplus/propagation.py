@@ -302,7 +302,61 @@ def _traceparent(raw: Any) -> SpanContext | None:
 
 def origin_ms(carrier: Mapping[str, Any]) -> int | None:
     """The origin timestamp header of a consumed message, if well formed."""
-    raw = carrier.get(ORIGIN_HEADER)
+    return _origin_value(carrier.get(ORIGIN_HEADER))
+
+
+_OWN_HEADERS = frozenset(("traceparent", "tracestate", "baggage", ORIGIN_HEADER))
+_NOTHING: tuple[None, None, None] = (None, None, None)
+
+
+def read_headers(headers: Any) -> tuple[Context | None, SpanContext | None, int | None]:
+    """A consumed message's extracted context, its producer's span context, its origin.
+
+    The consumer's hot path reads each message's headers once. With the
+    default propagator and the headers every producer of ours writes (a
+    version-00 ``traceparent``, perhaps the origin), the list is scanned once
+    and the values read directly. Anything else (``tracestate``, baggage,
+    names in other cases, another propagator) takes the general path:
+    ``headers_carrier``, ``extract``, ``origin_ms``. A property test holds
+    both to the same answers. The span context is None unless valid.
+    """
+    if not headers:
+        return _NOTHING
+    prop = propagate.get_global_textmap()
+    if prop is not _extract_fast[0]:
+        _extract_fast[0], _extract_fast[1] = prop, _is_default_w3c(prop)
+    if _extract_fast[1] and type(headers) is list:
+        parent = origin = None
+        for item in headers:
+            if type(item) is not tuple or len(item) != 2:
+                break
+            k = item[0]
+            if k == "traceparent":
+                parent = item[1]
+            elif k == ORIGIN_HEADER:
+                origin = item[1]
+            elif type(k) is not str or k.lower() in _OWN_HEADERS:
+                break
+        else:
+            if parent is None:
+                return _ROOT, None, _origin_value(origin)
+            span_context = _traceparent(parent)
+            if span_context is _INVALID:
+                return _ROOT, None, _origin_value(origin)
+            if span_context is not None:
+                ctx = Context({_SPAN_KEY: NonRecordingSpan(span_context)})
+                return ctx, span_context, _origin_value(origin)
+    carrier = headers_carrier(headers)
+    if not carrier:
+        return _NOTHING
+    ctx = extract(carrier)
+    span_context = trace.get_current_span(ctx).get_span_context()
+    return ctx, span_context if span_context.is_valid else None, origin_ms(carrier)
+
+
+def _origin_value(raw: Any) -> int | None:
+    if raw is None:
+        return None
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("ascii")
