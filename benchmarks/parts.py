@@ -84,8 +84,8 @@ def _cases(ratio: float, delivered: Any, msgs: dict[str, Any]) -> dict[str, Call
     from opentelemetry_instrumentation_kafkaplus.propagation import (
         GETTER,
         Injector,
-        extract,
         headers_carrier,
+        read_headers,
     )
 
     tp = _provider(ratio)
@@ -106,7 +106,8 @@ def _cases(ratio: float, delivered: Any, msgs: dict[str, Any]) -> dict[str, Call
     state.topic(TOPIC, kp_producer.ACTIVE.telemetry)  # templates built once, as in a real run
     send_attrs = dict(state.topics[TOPIC].attrs)
     proc_attrs = dict(cstate.topic(TOPIC, kp_consumer.ACTIVE.telemetry).process_attrs)
-    carrier = headers_carrier(consumed.headers())
+    headers = consumed.headers()
+    carrier = headers_carrier(headers)
 
     def app_callback(err: Any, msg: Any) -> None:
         pass
@@ -160,8 +161,10 @@ def _cases(ratio: float, delivered: Any, msgs: dict[str, Any]) -> dict[str, Call
         "poll: kafkaplus (process span, current, ended)": kafkaplus_poll,
         "traceparent write: propagator": lambda: propagate.inject({}, context=span_in_ctx),
         "traceparent write: kafkaplus": lambda: injector.inject(None, span_in_ctx, span_ctx, span),
-        "traceparent read: propagator": lambda: propagate.extract(carrier, getter=GETTER),
-        "traceparent read: kafkaplus": lambda: extract(carrier),
+        "traceparent read: propagator": lambda: propagate.extract(
+            headers_carrier(headers), getter=GETTER
+        ),
+        "traceparent read: kafkaplus": lambda: read_headers(headers),
     }
 
 
