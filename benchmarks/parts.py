@@ -11,7 +11,9 @@ change to a hot path can be judged in seconds:
 * kafkaplus's whole produce path (``produce()`` plus its delivery callback)
   and poll path (the process span, made current and ended at the next poll),
   with only librdkafka's own call replaced by one returning a real message;
-* the W3C header writer and reader, kafkaplus's and the propagator's.
+* the W3C header writer and reader, kafkaplus's and the propagator's;
+* one metric measurement through the SDK (a histogram value, a counter
+  increment) and through kafkaplus's in-process message counter.
 
 Each at 1 % (``ParentBased(TraceIdRatioBased(0.01))``, and a consumed parent
 that was not sampled) and at 100 % sampling, with a BatchSpanProcessor into an
@@ -168,6 +170,32 @@ def _cases(ratio: float, delivered: Any, msgs: dict[str, Any]) -> dict[str, Call
     }
 
 
+def _metric_cases() -> dict[str, Callable[[], Any]]:
+    """What the SDK's metrics cost per call, with the attribute set kafkaplus records."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from opentelemetry_instrumentation_kafkaplus.metrics import DURATION_BUCKETS, Tally
+
+    meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("parts")
+    hist = meter.create_histogram(
+        "parts.duration", unit="s", explicit_bucket_boundaries_advisory=DURATION_BUCKETS
+    )
+    counter = meter.create_counter("parts.count")
+    tally = Tally(meter, "parts.tally", "{message}", "")
+    attrs = {
+        "messaging.system": "kafka", "messaging.operation.name": "send",
+        "messaging.operation.type": "send", "messaging.destination.name": TOPIC,
+        "server.address": "127.0.0.1", "server.port": 9092,
+    }  # fmt: skip
+    return {
+        "SDK Histogram.record, 6 attributes": lambda: hist.record(0.003, attrs),
+        "SDK Histogram.record, no attributes": lambda: hist.record(0.003),
+        "SDK Counter.add, 6 attributes": lambda: counter.add(1, attrs),
+        "kafkaplus in-process counter, 6 attributes": lambda: tally.add(1, attrs),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--number", type=int, default=20_000, help="calls per timing (default 20000)")
@@ -179,6 +207,9 @@ def main() -> None:
         for name, fn in _cases(ratio, delivered, msgs).items():
             best = min(timeit.repeat(fn, number=args.number, repeat=args.repeat))
             rows.append((label, name, best / args.number * 1e6))
+    for name, fn in _metric_cases().items():
+        best = min(timeit.repeat(fn, number=args.number, repeat=args.repeat))
+        rows.append(("metrics", name, best / args.number * 1e6))
     width = max(len(name) for _, name, _ in rows)
     print(f"{'sampling':8}  {'component':{width}}  us/call")
     for label, name, us in rows:
