@@ -246,6 +246,14 @@ _ROOT = Context()
 _extract_fast: list[Any] = [None, False]  # [propagator seen, is the default W3C one]
 
 
+def _default_w3c_set() -> bool:
+    """Whether the global propagator is the default W3C one; re-checked only when it changes."""
+    prop = propagate.get_global_textmap()
+    if prop is not _extract_fast[0]:
+        _extract_fast[0], _extract_fast[1] = prop, _is_default_w3c(prop)
+    return bool(_extract_fast[1])
+
+
 def extract(carrier: Mapping[str, Any]) -> Context:
     """Context (span context and baggage) from a consumed message's headers.
 
@@ -253,10 +261,7 @@ def extract(carrier: Mapping[str, Any]) -> Context:
     propagator directly and baggage only when a ``baggage`` header exists:
     the same result as the composite propagator, without its per-call work.
     """
-    prop = propagate.get_global_textmap()
-    if prop is not _extract_fast[0]:
-        _extract_fast[0], _extract_fast[1] = prop, _is_default_w3c(prop)
-    if not _extract_fast[1]:
+    if not _default_w3c_set():
         return propagate.extract(carrier, getter=GETTER)
     ctx = _ROOT
     raw = carrier.get("traceparent")
@@ -322,10 +327,7 @@ def read_headers(headers: Any) -> tuple[Context | None, SpanContext | None, int 
     """
     if not headers:
         return _NOTHING
-    prop = propagate.get_global_textmap()
-    if prop is not _extract_fast[0]:
-        _extract_fast[0], _extract_fast[1] = prop, _is_default_w3c(prop)
-    if _extract_fast[1] and type(headers) is list:
+    if type(headers) is list and _default_w3c_set():
         parent = origin = None
         for item in headers:
             if type(item) is not tuple or len(item) != 2:
@@ -338,9 +340,7 @@ def read_headers(headers: Any) -> tuple[Context | None, SpanContext | None, int 
             elif type(k) is not str or k.lower() in _OWN_HEADERS:
                 break
         else:
-            if parent is None:
-                return _ROOT, None, _origin_value(origin)
-            span_context = _traceparent(parent)
+            span_context = _traceparent(parent) if parent is not None else _INVALID
             if span_context is _INVALID:
                 return _ROOT, None, _origin_value(origin)
             if span_context is not None:
