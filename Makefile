@@ -12,8 +12,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.demo-installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[demo]'
+$(VENV)/.demo-installed: $(BIN)/python pyproject.toml tools/pyproject.toml
+	$(BIN)/python -m pip install --quiet -e . -e ./tools
 	touch $@
 
 $(VENV)/.tox-installed: $(BIN)/python

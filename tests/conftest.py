@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from kafkaplus_tools import brokers
 from opentelemetry_instrumentation_kafkaplus import KafkaPlusInstrumentor
-from opentelemetry_instrumentation_kafkaplus.testing import tansu_broker
 
 # The classes as confluent-kafka defines them, before any instrument(). Kept in
 # a dict: instrument() re-points module-level names bound to these classes.
@@ -54,18 +54,15 @@ def _restore_context() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def tansu() -> Iterator[str]:
-    with tansu_broker() as bootstrap:
+    with brokers.tansu_broker() as bootstrap:
         yield bootstrap
 
 
 @pytest.fixture(scope="session")
 def mock_cluster() -> Iterator[str]:
     """librdkafka's mock cluster, held open by an uninstrumented producer."""
-    holder = original_producer({"test.mock.num.brokers": 1, "log_level": 0})
-    md = holder.list_topics(timeout=10)
-    broker = next(iter(md.brokers.values()))
-    yield f"{broker.host}:{broker.port}"
-    holder.flush(1)
+    with brokers.mock_cluster(ORIGINALS["Producer"]) as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture(params=["tansu", "mock"])

@@ -25,8 +25,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from opentelemetry_instrumentation_kafkaplus import audit as audit_mod
-from opentelemetry_instrumentation_kafkaplus.audit import AuditInputError, Report, audit, main
+from kafkaplus_tools import audit as audit_mod
+from kafkaplus_tools.audit import AuditInputError, Report, audit, main
 from trace_files import write_jaeger_json, write_otlp_json
 
 S = 1_000_000_000

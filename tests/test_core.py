@@ -211,7 +211,7 @@ def test_buffer_error_propagates_and_span_records_it(mock_cluster, otel):
 
 def test_delivery_failure_sets_error_type(otel):
     topic = unique()
-    from opentelemetry_instrumentation_kafkaplus.testing import free_port
+    from kafkaplus_tools.brokers import free_port
 
     p = producer(f"127.0.0.1:{free_port()}", **{"message.timeout.ms": 300})
     errors = []

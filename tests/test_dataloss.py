@@ -21,7 +21,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from opentelemetry.trace import StatusCode
 
 from conftest import ORIGINALS, Otel, consumer, poll_messages, producer, unique
-from opentelemetry_instrumentation_kafkaplus import audit, dataloss
+from kafkaplus_tools import audit
+from opentelemetry_instrumentation_kafkaplus import dataloss
 from opentelemetry_instrumentation_kafkaplus import semconv as sc
 from trace_files import write_jaeger_json, write_otlp_json
 

@@ -24,8 +24,8 @@ from opentelemetry.sdk.trace import Span
 from opentelemetry.trace import StatusCode
 
 from conftest import assigned_consumer, producer, unique
+from kafkaplus_tools.brokers import free_port, start_tansu
 from opentelemetry_instrumentation_kafkaplus.producer import _Delivery
-from opentelemetry_instrumentation_kafkaplus.testing import free_port, start_tansu
 
 #: error.type a send span may carry when the broker is gone.
 BROKER_DOWN_ERRORS = {"_MSG_TIMED_OUT", "_TRANSPORT", "_ALL_BROKERS_DOWN", "_TIMED_OUT",

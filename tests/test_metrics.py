@@ -46,7 +46,7 @@ def test_semconv_metrics_count_what_was_sent_and_consumed(mock_cluster, otel):
 
 
 def test_failed_deliveries_carry_error_type(otel):
-    from opentelemetry_instrumentation_kafkaplus.testing import free_port
+    from kafkaplus_tools.brokers import free_port
 
     topic = unique()
     p = producer(f"127.0.0.1:{free_port()}", **{"message.timeout.ms": 300})

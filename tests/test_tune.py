@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 
-from opentelemetry_instrumentation_kafkaplus.demo import main as demo_main
-from opentelemetry_instrumentation_kafkaplus.demo import tune
-from opentelemetry_instrumentation_kafkaplus.demo.receiver import Point, Receiver, Span
+from kafkaplus_tools.demo import main as demo_main
+from kafkaplus_tools.demo import tune
+from kafkaplus_tools.demo.receiver import Point, Receiver, Span
 
 NUMBER = r"\d+(?:\.\d+)?"
 
@@ -114,7 +114,7 @@ def test_percentile_is_nearest_rank():
 
 
 def test_tune_fails_clearly_when_the_broker_is_unreachable(capsys):
-    from opentelemetry_instrumentation_kafkaplus.testing import free_port
+    from kafkaplus_tools.brokers import free_port
 
     rc = demo_main(["--tune", "--bootstrap-servers", f"127.0.0.1:{free_port()}"])
     err = capsys.readouterr().err

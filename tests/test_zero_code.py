@@ -6,14 +6,14 @@ against tansu and export OTLP/HTTP to a receiver started by the test.
 
 from __future__ import annotations
 
-from opentelemetry_instrumentation_kafkaplus.demo import (
+from kafkaplus_tools.demo import (
     main as demo_main,
 )
-from opentelemetry_instrumentation_kafkaplus.demo import (
+from kafkaplus_tools.demo import (
     run_pipeline,
     wait_for_spans,
 )
-from opentelemetry_instrumentation_kafkaplus.demo.receiver import Receiver
+from kafkaplus_tools.demo.receiver import Receiver
 
 
 def _by_trace(spans):
@@ -76,7 +76,7 @@ def test_demo_relays_to_the_users_otlp_endpoint(mock_cluster, monkeypatch, capsy
 
 
 def test_demo_fails_clearly_when_the_broker_is_unreachable(capsys):
-    from opentelemetry_instrumentation_kafkaplus.testing import free_port
+    from kafkaplus_tools.brokers import free_port
 
     rc = demo_main(["--bootstrap-servers", f"127.0.0.1:{free_port()}", "--timeout", "5"])
     err = capsys.readouterr().err
@@ -93,8 +93,8 @@ def test_demo_prints_a_waterfall(capsys):
 
 
 def test_waterfall_rows_fit_80_columns_with_a_failed_span_at_the_end():
-    from opentelemetry_instrumentation_kafkaplus.demo.receiver import Span
-    from opentelemetry_instrumentation_kafkaplus.demo.waterfall import render
+    from kafkaplus_tools.demo.receiver import Span
+    from kafkaplus_tools.demo.waterfall import render
 
     attrs = {"messaging.destination.partition.id": "3", "messaging.kafka.offset": 12345}
     spans = [

@@ -1,35 +1,36 @@
-"""The ``kafkaplus`` command: ``kafkaplus demo`` and ``kafkaplus audit``."""
+"""The ``kafkaplus`` command: ``--version`` here, everything else in kafkaplus-tools.
+
+The demo and the audit live in the separate ``kafkaplus-tools`` distribution so
+that a service that installs the instrumentation carries none of them. This
+module is the console script's entry point only; the instrumentation never
+imports it.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
-USAGE = """usage: kafkaplus COMMAND [options]
+from .version import __version__
 
-commands:
-  demo    run an embedded broker and an instrumented three-service pipeline,
-          and draw one message's trace (kafkaplus demo --help)
-  audit   find never-consumed messages and delivery failures in exported
-          traces (kafkaplus audit --help)
-"""
+TOOLS = "kafkaplus_tools"
+MISSING_TOOLS = (
+    "kafkaplus: the demo and the audit are in the kafkaplus-tools package: "
+    "pip install kafkaplus-tools"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if args else 2
-    command, rest = args[0], args[1:]
-    if command == "demo":
-        from .demo import main as demo_main
+    if args[:1] in (["--version"], ["-V"]):
+        print(f"kafkaplus {__version__}")
+        return 0
+    if importlib.util.find_spec(TOOLS) is None:
+        print(MISSING_TOOLS, file=sys.stderr)
+        return 2
+    from kafkaplus_tools.cli import main as tools_main  # optional distribution
 
-        return demo_main(rest)
-    if command == "audit":
-        from .audit import main as audit_main
-
-        return int(audit_main(rest))
-    print(f"kafkaplus: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-    return 2
+    return tools_main(args)
 
 
 if __name__ == "__main__":

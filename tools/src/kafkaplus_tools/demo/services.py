@@ -1,6 +1,6 @@
 """The demo pipeline's three services, written as an app team writes them: no OpenTelemetry.
 
-    python -m opentelemetry_instrumentation_kafkaplus.demo.services ingest|enrich|sink
+    python -m kafkaplus_tools.demo.services ingest|enrich|sink
 
 Run under ``opentelemetry-instrument`` they are traced by kafkaplus with zero
 code changes. Settings come from environment variables set by ``kafkaplus demo``.

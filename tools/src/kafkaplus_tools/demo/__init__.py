@@ -20,11 +20,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from ..brokers import BrokerUnavailable, mock_cluster, tansu_broker
 from .receiver import Receiver
 from .waterfall import render
 
 SERVICES = ("sink", "enricher", "ingest")  # consumers first, so they are ready
-_MODULE = "opentelemetry_instrumentation_kafkaplus.demo.services"
+_MODULE = "kafkaplus_tools.demo.services"
 
 
 class DemoError(Exception):
@@ -37,18 +38,11 @@ def broker(kind: str, bootstrap: str | None) -> Iterator[str]:
     if bootstrap:
         yield bootstrap
         return
-    if kind == "mock":
-        from confluent_kafka import cimpl
-
-        holder = cimpl.Producer({"test.mock.num.brokers": 1, "log_level": 0})
-        md = holder.list_topics(timeout=10)
-        b = next(iter(md.brokers.values()))
-        yield f"{b.host}:{b.port}"
-        return
-    from ..testing import tansu_broker
-
-    with tansu_broker() as address:
-        yield address
+    try:
+        with mock_cluster() if kind == "mock" else tansu_broker() as address:
+            yield address
+    except BrokerUnavailable as exc:
+        raise DemoError(str(exc)) from None
 
 
 def ensure_topics(bootstrap: str, topics: list[str]) -> None:
