@@ -81,9 +81,11 @@ def _cases(ratio: float, delivered: Any, msgs: dict[str, Any]) -> dict[str, Call
     from opentelemetry.trace import Link, SpanKind
 
     from opentelemetry_instrumentation_kafkaplus import KafkaPlusInstrumentor
-    from opentelemetry_instrumentation_kafkaplus import consumer as kp_consumer
-    from opentelemetry_instrumentation_kafkaplus import producer as kp_producer
-    from opentelemetry_instrumentation_kafkaplus.propagation import (
+    from opentelemetry_instrumentation_kafkaplus.core.telemetry import ACTIVE
+    from opentelemetry_instrumentation_kafkaplus.operations.process import end_open
+    from opentelemetry_instrumentation_kafkaplus.clients import consumer as kp_consumer
+    from opentelemetry_instrumentation_kafkaplus.clients import producer as kp_producer
+    from opentelemetry_instrumentation_kafkaplus.core.propagation import (
         GETTER,
         Injector,
         headers_carrier,
@@ -105,9 +107,9 @@ def _cases(ratio: float, delivered: Any, msgs: dict[str, Any]) -> dict[str, Call
     cstate = cons._kafkaplus
     consumed = msgs["sampled" if ratio >= 1 else "unsampled"]
     tracer = tp.get_tracer("parts")
-    state.topic(TOPIC, kp_producer.ACTIVE.telemetry)  # templates built once, as in a real run
+    state.topic(TOPIC, ACTIVE.telemetry)  # templates built once, as in a real run
     send_attrs = dict(state.topics[TOPIC].attrs)
-    proc_attrs = dict(cstate.topic(TOPIC, kp_consumer.ACTIVE.telemetry).process_attrs)
+    proc_attrs = dict(cstate.topic(TOPIC, ACTIVE.telemetry).process_attrs)
     headers = consumed.headers()
     carrier = headers_carrier(headers)
 
@@ -138,7 +140,7 @@ def _cases(ratio: float, delivered: Any, msgs: dict[str, Any]) -> dict[str, Call
 
     def kafkaplus_poll() -> None:
         kp_consumer.poll(cons, cstate, (0,), {}, librdkafka_poll)
-        kp_consumer.end_open(cstate)  # what the next poll does first
+        end_open(cstate)  # what the next poll does first
 
     def sdk_consume() -> None:
         ctx = propagate.extract(carrier, getter=GETTER)
@@ -175,7 +177,7 @@ def _metric_cases() -> dict[str, Callable[[], Any]]:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-    from opentelemetry_instrumentation_kafkaplus.metrics import DURATION_BUCKETS, Tally
+    from opentelemetry_instrumentation_kafkaplus.core.instruments import DURATION_BUCKETS, Tally
 
     meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("parts")
     hist = meter.create_histogram(

@@ -25,7 +25,7 @@ from typing import Any
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from opentelemetry_instrumentation_kafkaplus.statistics import StatisticsBridge
+from opentelemetry_instrumentation_kafkaplus.core.statistics import StatisticsBridge
 
 
 def _window(scale: int) -> dict[str, int]:

@@ -34,7 +34,8 @@ from conftest import (
     producer,
     unique,
 )
-from opentelemetry_instrumentation_kafkaplus import _errors, instrument_producer
+from opentelemetry_instrumentation_kafkaplus import instrument_producer
+from opentelemetry_instrumentation_kafkaplus.core import errors as _errors
 
 LOGGER = "opentelemetry_instrumentation_kafkaplus"
 OURS = {"traceparent", "tracestate", "baggage", "kafkaplus-origin-ms"}
@@ -736,7 +737,7 @@ def test_values_keys_headers_and_secrets_are_not_kept(mock_cluster, otel_factory
 
     # Nothing kafkaplus holds (client state, closures, caches) contains a secret.
     gc.collect()
-    roots = [p._kafkaplus, p._kafkaplus_stats, c._kafkaplus, c._kafkaplus_stats]
+    roots = [p._kafkaplus, p._kafkaplus.stats, c._kafkaplus, c._kafkaplus.stats]
     roots += [obj for obj in gc.get_objects() if _ours(obj) or _our_function(obj)]
     kept = [s for root in roots for s in walk_strings(root)]
     assert any("priv-group" in s for s in kept)  # the walk does reach the client state

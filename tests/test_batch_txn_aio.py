@@ -80,7 +80,10 @@ def test_transactions_are_traced_and_deliveries_end_inside_commit(mock_cluster, 
         assert name in names
     offsets = otel.span(f"commit {src}")
     assert offsets.attributes["messaging.operation.type"] == "settle"
-    assert offsets.attributes["messaging.kafka.commit.offsets"] == (f"{src}/0@{m.offset() + 1}",)
+    # One partition: its id and the committed offset, as on a commit() span.
+    assert offsets.attributes["messaging.destination.partition.id"] == "0"
+    assert offsets.attributes["messaging.kafka.offset"] == m.offset() + 1
+    assert offsets.attributes["messaging.operation.name"] == "send_offsets_to_transaction"
     commit = otel.span("commit_transaction")
     assert commit.end_time >= send.end_time
 

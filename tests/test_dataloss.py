@@ -22,8 +22,8 @@ from opentelemetry.trace import StatusCode
 
 from conftest import ORIGINALS, Otel, consumer, poll_messages, producer, unique
 from kafkaplus_tools import audit
-from opentelemetry_instrumentation_kafkaplus import dataloss
-from opentelemetry_instrumentation_kafkaplus import semconv as sc
+from opentelemetry_instrumentation_kafkaplus.core import semconv as sc
+from opentelemetry_instrumentation_kafkaplus.operations import loss as dataloss
 from trace_files import write_jaeger_json, write_otlp_json
 
 SKIPPED = "kafka.consumer.skipped_messages"
@@ -229,7 +229,7 @@ def test_purge_ends_spans_with_the_purge_error(bootstrap: str, otel: Otel) -> No
     reports: list[Any] = []
     for i in range(3):
         p.produce(topic, f"v{i}".encode(), partition=0, on_delivery=lambda e, m: reports.append(e))
-    assert len(p._kafkaplus.pending) == 3
+    assert len(p._kafkaplus.ledger.spans) == 3
     p.purge(in_queue=True, in_flight=True)
     assert p.flush(10) == 0
     assert [e.name() for e in reports] == ["_PURGE_QUEUE"] * 3
@@ -239,7 +239,7 @@ def test_purge_ends_spans_with_the_purge_error(bootstrap: str, otel: Otel) -> No
         assert span.status.status_code is StatusCode.ERROR
         assert span.attributes["error.type"] == "_PURGE_QUEUE"
     assert total(otel, UNDELIVERED, **{"error.type": "_PURGE_QUEUE"}) == 3
-    assert p._kafkaplus.pending == {}
+    assert p._kafkaplus.ledger.spans == {}
 
 
 def test_exit_without_flush_counts_queued_messages(tansu: str, tmp_path: Path) -> None:
@@ -302,13 +302,13 @@ def test_report_after_exit_accounting_reaches_only_the_app(tansu: str, otel: Ote
     p = producer(tansu, **{"linger.ms": 60000})
     for i in range(2):
         p.produce(topic, f"v{i}".encode(), partition=0, on_delivery=lambda e, m: reports.append(e))
-    assert dataloss.account(p._kafkaplus.pending, dataloss.EXIT_UNFLUSHED) == 2
+    assert p._kafkaplus.ledger.account(dataloss.EXIT_UNFLUSHED) == 2
     assert p.flush(30) == 0
     assert reports == [None, None]
     spans = otel.spans(f"send {topic}")
     assert [s.attributes["error.type"] for s in spans] == [dataloss.EXIT_UNFLUSHED] * 2
     assert total(otel, SENT, **{"messaging.destination.name": topic}) == 2
-    assert p._kafkaplus.pending == {}
+    assert p._kafkaplus.ledger.spans == {}
 
 
 # --- kafkaplus audit on a real pipeline ---------------------------------------------

@@ -9,8 +9,8 @@ from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
 from conftest import assigned_consumer, poll_messages, produce_and_flush, producer, unique
-from opentelemetry_instrumentation_kafkaplus import config
-from opentelemetry_instrumentation_kafkaplus.propagation import Injector
+from opentelemetry_instrumentation_kafkaplus.core import options as config
+from opentelemetry_instrumentation_kafkaplus.core.propagation import Injector
 
 
 def test_keywords_win_over_env_and_bad_env_falls_back(caplog):
@@ -50,7 +50,7 @@ def test_fast_w3c_injection_is_byte_identical_to_the_propagator():
     ctx = trace.set_span_in_context(NonRecordingSpan(sc))
     ctx = baggage.set_baggage("tenant", "acme corp", ctx)
     ctx = baggage.set_baggage("k", "v=1;x", ctx)
-    fast = Injector().carrier_for(ctx, sc)
+    fast = dict(Injector().inject(None, ctx, sc, None))
     expected: dict[str, str] = {}
     propagate.get_global_textmap().inject(expected, ctx)
     assert fast == expected and set(fast) == {"traceparent", "tracestate", "baggage"}

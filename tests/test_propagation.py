@@ -12,10 +12,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import baggage, propagate, trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context, set_value
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-from opentelemetry_instrumentation_kafkaplus.propagation import (
+from opentelemetry_instrumentation_kafkaplus.core.propagation import (
     GETTER,
     ORIGIN_HEADER,
     ORIGIN_KEY,
@@ -24,7 +24,6 @@ from opentelemetry_instrumentation_kafkaplus.propagation import (
     headers_carrier,
     origin_ms,
     read_headers,
-    with_origin,
 )
 
 HEX = "0123456789abcdef"
@@ -53,7 +52,7 @@ def test_injected_headers_are_the_propagators(trace_id, span_id, trace_flags, st
 
 def test_injection_keeps_the_callers_headers_and_adds_the_origin():
     sc = SpanContext(0x1F, 0x2E, is_remote=False, trace_flags=TraceFlags(1))
-    ctx = with_origin(trace.set_span_in_context(NonRecordingSpan(sc), Context()), 1700000000123)
+    ctx = set_value(ORIGIN_KEY, 1700000000123, trace.set_span_in_context(NonRecordingSpan(sc), Context()))
     mine = [("traceparent", b"old"), ("app", b"1")]
     out = Injector().inject(mine, ctx, sc, None)
     assert mine == [("traceparent", b"old"), ("app", b"1")]  # not mutated

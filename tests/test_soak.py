@@ -23,7 +23,8 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from conftest import assigned_consumer, producer, tansu_broker, unique
+from conftest import assigned_consumer, producer, unique
+from kafkaplus_tools.brokers import tansu_broker
 from opentelemetry_instrumentation_kafkaplus import KafkaPlusInstrumentor
 
 SECONDS = float(os.environ.get("KAFKAPLUS_SOAK_SECONDS", "600"))

@@ -17,10 +17,9 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
-from opentelemetry_instrumentation_kafkaplus.statistics import (
+from opentelemetry_instrumentation_kafkaplus.core.statistics import (
     METRIC_NAMES,
     StatisticsBridge,
-    make_async_stats_cb,
     make_stats_cb,
 )
 
@@ -523,49 +522,6 @@ def test_stats_cb_forget_stops_its_clients(env: Env) -> None:
     assert values(points, "kafka.consumer.lag") == [2]
 
 
-def test_async_stats_cb_with_async_user_cb(env: Env) -> None:
-    reader, bridge = env
-    seen: list[str] = []
-
-    async def user_cb(stats: str) -> str:
-        await asyncio.sleep(0)
-        seen.append(stats)
-        return "done"
-
-    cb = make_async_stats_cb(bridge, user_cb)
-    payload = producer_payload()
-    assert asyncio.run(cb(payload)) == "done"
-    assert seen[0] is payload
-    assert values(collect(reader), "kafka.producer.queue.messages") == [100]
-
-
-def test_async_stats_cb_with_sync_user_cb_and_none(env: Env) -> None:
-    reader, bridge = env
-    seen: list[str] = []
-
-    def user_cb(stats: str) -> int:
-        seen.append(stats)
-        return 42
-
-    payload = producer_payload()
-    assert asyncio.run(make_async_stats_cb(bridge, user_cb)(payload)) == 42
-    assert seen[0] is payload
-    assert asyncio.run(make_async_stats_cb(bridge, None)(consumer_payload())) is None
-    points = collect(reader)
-    assert values(points, "kafka.producer.queue.messages") == [100]
-    assert values(points, "kafka.consumer.lag") == [2]
-
-
-def test_async_stats_cb_exception_propagates(env: Env) -> None:
-    _, bridge = env
-
-    async def user_cb(stats: str) -> None:
-        raise KeyError("mine")
-
-    with pytest.raises(KeyError, match="mine"):
-        asyncio.run(make_async_stats_cb(bridge, user_cb)(producer_payload()))
-
-
 # -- real librdkafka (in-process mock cluster) -----------------------------------------
 
 DEADLINE_S = 60.0
@@ -768,37 +724,30 @@ def test_real_user_stats_cb_exception_propagates_out_of_poll(env: Env) -> None:
     assert {a["kafka.client.name"] for _, a in points["kafka.producer.queue.messages"]} == {name}
 
 
-def test_real_aio_producer_awaits_async_stats_cb(env: Env) -> None:
+def test_real_aio_producer_with_async_stats_cb_under_instrumentation(otel_factory: Any) -> None:
+    """An AIOProducer awaits its stats_cb: the app's coroutine callback still gets
+    every payload, and the statistics bridge of the instrumentation is fed too."""
     aio = pytest.importorskip("confluent_kafka.aio")
-    reader, bridge = env
+    otel = otel_factory(statistics_interval_ms=1000)
     seen: list[str] = []
 
     async def user_cb(stats: str) -> None:
+        await asyncio.sleep(0)
         seen.append(stats)
 
-    async def main() -> Points:
+    async def main() -> None:
         producer = aio.AIOProducer(
-            {
-                "test.mock.num.brokers": 1,
-                "statistics.interval.ms": 1000,
-                "client.id": "stats-aio",
-                "stats_cb": make_async_stats_cb(bridge, user_cb),
-            }
+            {"test.mock.num.brokers": 1, "client.id": "stats-aio", "stats_cb": user_cb}
         )
         try:
             delivered = await (await producer.produce(f"stats-aio-{uuid.uuid4().hex[:8]}", b"v"))
             assert delivered.error() is None
             end = time.monotonic() + DEADLINE_S
-            points: Points = {}
-            while time.monotonic() < end:
+            while time.monotonic() < end and not otel.metric_points("kafka.producer.sent.messages"):
                 await producer.poll(0.2)
-                points = collect(reader)
-                if values(points, "kafka.producer.sent.messages") == [1]:
-                    break
-            return points
         finally:
             await producer.close()
 
-    points = asyncio.run(main())
-    assert values(points, "kafka.producer.sent.messages") == [1]
+    asyncio.run(main())
+    assert [p.value for p in otel.metric_points("kafka.producer.sent.messages")] == [1]
     assert seen and all(json.loads(s)["client_id"] == "stats-aio" for s in seen)

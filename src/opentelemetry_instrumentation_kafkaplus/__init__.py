@@ -5,10 +5,26 @@ makes each message's journey one trace: a ``send {topic}`` span that ends on
 the broker's acknowledgement, and a ``process {topic}`` span on the consumer
 that continues the producer's trace. See the README for options, the span
 model and the metrics.
+
+confluent-kafka is an optional dependency: importing this package does not
+import it; the names that need it load on first use.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from .instrumentor import KafkaPlusInstrumentor
-from .proxy import instrument_consumer, instrument_producer
 from .version import __version__
 
 __all__ = ["KafkaPlusInstrumentor", "__version__", "instrument_consumer", "instrument_producer"]
+
+_LAZY = {"instrument_consumer", "instrument_producer"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from .clients import proxy  # imports confluent-kafka
+
+        return getattr(proxy, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,26 +5,34 @@ replaced, so the module attributes of ``confluent_kafka`` and
 ``confluent_kafka.cimpl`` are pointed at traced subclasses. Modules that had
 already done ``from confluent_kafka import Producer`` before ``instrument()``
 hold the original class: their module-level names are re-pointed too (and
-restored by ``uninstrument()``), and one warning names any that could not be.
+restored by ``uninstrument()``).
+
+confluent-kafka is imported only inside ``_instrument``: the entry point must
+load (and report a missing dependency cleanly) where it is not installed.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 from collections.abc import Collection
+from importlib import metadata
 from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from . import config
-from ._errors import logger
-from .package import _instruments
-from .semconv import SCHEMA_URL
-from .telemetry import ACTIVE, Telemetry
+from .core import options as options_module
+from .core.errors import logger
+from .core.semconv import SCHEMA_URL
+from .core.statistics import StatisticsBridge
+from .core.telemetry import ACTIVE, Telemetry
+from .package import INSTRUMENTS
 from .version import __version__
 
 _NAME = "opentelemetry_instrumentation_kafkaplus"
+_MISSING = object()
 
 
 class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -41,15 +49,16 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _wrapped: list[tuple[Any, str, Any]] = []
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments
+        return INSTRUMENTS
 
     def _instrument(self, **kwargs: Any) -> None:
-        options = config.resolve(kwargs)
-        import confluent_kafka
+        options = options_module.resolve(kwargs)
+        import confluent_kafka  # the optional dependency this instruments
         from confluent_kafka import cimpl
 
-        from .consumer import Consumer
-        from .producer import Producer
+        from .clients import aio, serializing, share
+        from .clients.consumer import Consumer
+        from .clients.producer import Producer
 
         tracer = trace.get_tracer(
             _NAME, __version__, kwargs.get("tracer_provider"), schema_url=SCHEMA_URL
@@ -57,8 +66,6 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         meter = metrics.get_meter(
             _NAME, __version__, kwargs.get("meter_provider"), schema_url=SCHEMA_URL
         )
-        from .statistics import StatisticsBridge
-
         bridge = self._bridges.get(id(meter))
         if bridge is None:
             # One bridge per meter: its observable instruments register once.
@@ -70,10 +77,10 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._set(module, "Producer", Producer)
             self._set(module, "Consumer", Consumer)
         self._rebind_imported(originals)
-        from . import aio, serializing
-
         type(self)._wrapped = serializing.wrap() + aio.wrap()
-        _share_consumer_notice(self._set)
+        original_share = getattr(confluent_kafka, "ShareConsumer", None)
+        if isinstance(original_share, type):
+            self._set(confluent_kafka, "ShareConsumer", share.notice_class(original_share))
 
     def _set(self, owner: Any, name: str, value: Any) -> None:
         old = getattr(owner, name)
@@ -102,7 +109,7 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         ACTIVE.telemetry = None
-        from . import serializing
+        from .clients import serializing
 
         serializing.unwrap(type(self)._wrapped)
         type(self)._wrapped = []
@@ -112,31 +119,6 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 vars(owner).pop(name, None)
             else:
                 setattr(owner, name, old)
-
-
-def _share_consumer_notice(setter: Any) -> None:
-    """ShareConsumer (share groups) is not traced yet: say so once, when one is created."""
-    import confluent_kafka
-
-    original = getattr(confluent_kafka, "ShareConsumer", None)
-    if original is None or not isinstance(original, type):
-        return
-
-    class ShareConsumer(original):  # type: ignore[misc,valid-type]
-        __doc__ = original.__doc__
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            from ._errors import warn_once
-
-            warn_once(
-                "share consumer",
-                "kafkaplus: confluent_kafka.ShareConsumer (share groups) is not traced; "
-                "its messages get no process spans.",
-            )
-
-    ShareConsumer.__qualname__ = ShareConsumer.__name__ = "ShareConsumer"
-    setter(confluent_kafka, "ShareConsumer", ShareConsumer)
 
 
 _LEGACY_MODULE = "opentelemetry.instrumentation.confluent_kafka"
@@ -152,9 +134,6 @@ def _disable_legacy_plugin(patched: list[tuple[Any, str, Any]]) -> None:
     uninstrumented if it already ran, and its instrument() becomes a no-op if it
     runs later. Users who prefer it disable kafkaplus instead.
     """
-    import os
-    from importlib import metadata
-
     disabled = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
     if "confluent_kafka" in {d.strip() for d in disabled.split(",")}:
         return
@@ -163,8 +142,6 @@ def _disable_legacy_plugin(patched: list[tuple[Any, str, Any]]) -> None:
     except metadata.PackageNotFoundError:
         return
     try:
-        import importlib
-
         legacy = importlib.import_module(_LEGACY_MODULE).ConfluentKafkaInstrumentor()
         if legacy.is_instrumented_by_opentelemetry:
             legacy.uninstrument()
@@ -180,9 +157,6 @@ def _disable_legacy_plugin(patched: list[tuple[Any, str, Any]]) -> None:
         "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=kafkaplus.",
         _LEGACY_DIST,
     )
-
-
-_MISSING = object()
 
 
 def _noop(**kwargs: Any) -> None:

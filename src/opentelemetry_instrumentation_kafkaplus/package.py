@@ -1,5 +1,7 @@
 """What this instrumentation instruments, in the form BaseInstrumentor checks at load time."""
 
-_instruments = ("confluent-kafka >= 2.6.0, < 3",)
+INSTRUMENTS = ("confluent-kafka >= 2.6.0, < 3",)
+#: The name opentelemetry-python-contrib's tooling looks for.
+_instruments = INSTRUMENTS
 
 _supports_metrics = True

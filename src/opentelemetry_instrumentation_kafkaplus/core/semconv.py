@@ -29,12 +29,14 @@ MESSAGING_KAFKA_MESSAGE_KEY = _m.MESSAGING_KAFKA_MESSAGE_KEY
 MESSAGING_KAFKA_MESSAGE_TOMBSTONE = _m.MESSAGING_KAFKA_MESSAGE_TOMBSTONE
 MESSAGING_MESSAGE_BODY_SIZE = _m.MESSAGING_MESSAGE_BODY_SIZE
 MESSAGING_BATCH_MESSAGE_COUNT = _m.MESSAGING_BATCH_MESSAGE_COUNT
+MESSAGING_KAFKA_CLUSTER_ID = _m.MESSAGING_KAFKA_CLUSTER_ID
 SERVER_ADDRESS = _s.SERVER_ADDRESS
 SERVER_PORT = _s.SERVER_PORT
 ERROR_TYPE = _e.ERROR_TYPE
 ERROR_TYPE_OTHER = _e.ErrorTypeValues.OTHER.value
 
 KAFKA = _m.MessagingSystemValues.KAFKA.value
+OP_CREATE = _m.MessagingOperationTypeValues.CREATE.value
 OP_SEND = _m.MessagingOperationTypeValues.SEND.value
 OP_RECEIVE = _m.MessagingOperationTypeValues.RECEIVE.value
 OP_PROCESS = _m.MessagingOperationTypeValues.PROCESS.value
@@ -182,3 +184,138 @@ def header_attributes(attrs: dict[str, Any], headers: Any, wanted: Mapping[str, 
         if isinstance(value, str):
             found.setdefault(attr, []).append(value)
     attrs.update(found)
+
+
+# --- builders: one per span kind, keyword-only; templates are built once per client and topic
+
+
+def operation_attributes(
+    base: Mapping[str, Any],
+    *,
+    operation_name: str,
+    operation_type: str,
+    topic: str | None,
+    legacy_operation: str | None,
+    dup: bool,
+) -> dict[str, Any]:
+    """A span template: the client's attributes plus the operation and its destination.
+
+    ``legacy_operation`` is the ``messaging.operation`` value the contrib plugin
+    used, emitted with ``messaging/dup`` (with the old destination names).
+    """
+    attrs = dict(base)
+    attrs[MESSAGING_OPERATION_NAME] = operation_name
+    attrs[MESSAGING_OPERATION_TYPE] = operation_type
+    if topic is not None:
+        attrs[MESSAGING_DESTINATION_NAME] = topic
+        if dup:
+            attrs[LEGACY_DESTINATION] = topic
+            attrs[LEGACY_DESTINATION_KIND] = "queue"
+    if dup and legacy_operation is not None:
+        attrs[LEGACY_OPERATION] = legacy_operation
+    return attrs
+
+
+def metric_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The low-cardinality part of a span template, for metrics."""
+    return {k: attrs[k] for k in METRIC_KEYS if k in attrs}
+
+
+def with_partition(attrs: dict[str, Any], partition: Any) -> dict[str, Any]:
+    """``attrs`` plus the partition id (a new dict; ``attrs`` itself when it has one)."""
+    if MESSAGING_DESTINATION_PARTITION_ID in attrs or partition is None or partition < 0:
+        return attrs
+    return {**attrs, MESSAGING_DESTINATION_PARTITION_ID: str(partition)}
+
+
+def body_size(value: Any) -> int | None:
+    """``messaging.message.body.size``: bytes, with a str body counted as its UTF-8 bytes.
+
+    confluent-kafka sends a str as UTF-8, so producer and consumer agree on
+    the size of the same message. Deserialized objects have no size.
+    """
+    if type(value) is bytes:
+        return len(value)
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return len(value)
+    return None
+
+
+def message_attributes(
+    attrs: dict[str, Any],
+    *,
+    value: Any,
+    key: Any,
+    capture_key: bool,
+    capture_body: bool,
+) -> None:
+    """What one message adds to its send or process span: tombstone, key, body size."""
+    if value is None:
+        attrs[MESSAGING_KAFKA_MESSAGE_TOMBSTONE] = True
+    elif capture_body:
+        size = body_size(value)
+        if size is not None:
+            attrs[MESSAGING_MESSAGE_BODY_SIZE] = size
+    if capture_key and key is not None:
+        text = key_string(key)
+        if text is not None:
+            attrs[MESSAGING_KAFKA_MESSAGE_KEY] = text
+
+
+def position_attributes(
+    attrs: dict[str, Any], *, topic: Any, partition: Any, offset: Any, dup: bool
+) -> None:
+    """Partition and offset, when known (a delivered or consumed message)."""
+    if partition is not None and partition >= 0:
+        attrs[MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
+        if dup:
+            attrs[LEGACY_PARTITION] = partition
+    if offset is not None and offset >= 0:
+        attrs[MESSAGING_KAFKA_OFFSET] = offset
+        if dup:
+            attrs[LEGACY_MESSAGE_ID] = f"{topic}.{partition}.{offset}"
+
+
+def link_attributes(*, topic: str | None, partition: Any, offset: Any) -> dict[str, Any]:
+    """On a batch span's link to one message: where that message was."""
+    attrs: dict[str, Any] = {}
+    if partition is not None and partition >= 0:
+        attrs[MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
+    if offset is not None and offset >= 0:
+        attrs[MESSAGING_KAFKA_OFFSET] = offset
+    if topic is not None:
+        attrs[MESSAGING_DESTINATION_NAME] = topic
+    return attrs
+
+
+def settle_attributes(
+    base: Mapping[str, Any],
+    *,
+    operation: str,
+    entries: list[tuple[str, int, int]],
+    asynchronous: bool | None,
+) -> tuple[str, dict[str, Any]]:
+    """(span name, attributes) of a settle span over (topic, partition, offset) entries.
+
+    One partition: its id and offset. Several: each as ``topic/partition@offset``
+    in ``messaging.kafka.commit.offsets``. The topic names the span when all
+    entries share it.
+    """
+    topics = {e[0] for e in entries}
+    topic = topics.pop() if len(topics) == 1 else None
+    attrs = dict(base)
+    attrs[MESSAGING_OPERATION_NAME] = operation
+    attrs[MESSAGING_OPERATION_TYPE] = OP_SETTLE
+    if topic is not None:
+        attrs[MESSAGING_DESTINATION_NAME] = topic
+    if len(entries) == 1:
+        attrs[MESSAGING_DESTINATION_PARTITION_ID] = str(entries[0][1])
+        attrs[MESSAGING_KAFKA_OFFSET] = entries[0][2]
+    elif entries:
+        attrs[MESSAGING_BATCH_MESSAGE_COUNT] = len(entries)
+        attrs[KAFKAPLUS_COMMIT_OFFSETS] = [f"{t}/{p}@{o}" for t, p, o in entries]
+    if asynchronous is not None:
+        attrs[KAFKAPLUS_COMMIT_ASYNC] = asynchronous
+    return (f"commit {topic}" if topic else "commit"), attrs

@@ -34,12 +34,11 @@ Design choices, and why:
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -53,13 +52,11 @@ from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
 )
 from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
 
-from ._errors import report
+from .errors import report
 
 __all__ = [
-    "AsyncStatsCallback",
     "StatisticsBridge",
     "StatsCallback",
-    "make_async_stats_cb",
     "make_stats_cb",
 ]
 
@@ -82,7 +79,6 @@ _KAFKA = MessagingSystemValues.KAFKA.value
 # Divisors to seconds: dividing (not multiplying by 1e-6) keeps 137 us == 0.000137 exactly.
 _US = 1_000_000
 _MS = 1_000
-_OFFSET_INVALID = -1001
 
 # librdkafka writes "name" first; matching it avoids decoding the whole document on
 # the application's thread. Anything unusual falls back to json.loads.
@@ -760,21 +756,6 @@ class StatsCallback(_CallbackBase):
         return self._user_cb(stats_json)
 
 
-class AsyncStatsCallback(_CallbackBase):
-    """The ``confluent_kafka.aio`` flavour: those clients ``await`` their ``stats_cb``."""
-
-    __slots__ = ()
-
-    async def __call__(self, stats_json: str) -> object:
-        self._feed(stats_json)
-        if self._user_cb is None:
-            return None
-        result = self._user_cb(stats_json)
-        if inspect.isawaitable(result):
-            return await result
-        return result
-
-
 def make_stats_cb(
     bridge: StatisticsBridge,
     user_cb: Callable[[str], object] | None,
@@ -788,17 +769,3 @@ def make_stats_cb(
     out of ``poll()``, as it would without instrumentation).
     """
     return StatsCallback(bridge, user_cb, group_id)
-
-
-def make_async_stats_cb(
-    bridge: StatisticsBridge,
-    user_cb: Callable[[str], object] | Callable[[str], Awaitable[object]] | None,
-    *,
-    group_id: str | None = None,
-) -> AsyncStatsCallback:
-    """Like ``make_stats_cb``, for ``confluent_kafka.aio`` clients.
-
-    Those clients ``await`` whatever ``stats_cb`` returns, so the wrapper is a
-    coroutine function; the user's callback may be sync or async.
-    """
-    return AsyncStatsCallback(bridge, user_cb, group_id)

@@ -1,10 +1,10 @@
 """confluent_kafka.aio: AIOProducer and AIOConsumer (and their serializing subclasses).
 
 The aio clients run the blocking client in an executor thread, so a span
-started there would belong to no coroutine. We trace at the async surface
-instead:
+started there would belong to no coroutine. They are traced at the async
+surface instead:
 
-* ``AIOProducer.produce()`` starts the ``send`` span in the calling coroutine's
+* ``AIOProducer.produce()`` starts the send span in the calling coroutine's
   context and ends it when the message's future resolves (the delivered
   Message, or the exception). The inner client's ``produce_batch`` is then
   left untraced, so there is exactly one span per message.
@@ -12,46 +12,41 @@ instead:
   coroutine that awaits the message, not in the executor thread; it ends at
   that consumer's next call or ``close()``.
 
-AIOProducer refuses headers in its batch mode and ``produce_batch`` drops them,
-so trace context cannot travel from an AIOProducer to its consumers: the
-producer spans are still recorded, a warning is logged once, and the README
-lists the limit.
+The aio client adopts the state of the traced client its ``__init__`` creates
+(clients/state.py); an aio client whose inner client is not a traced one (a
+test double, a client made before ``instrument()``) is left untraced.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
-from . import consumer as _consumer
-from . import producer as _producer
-from ._errors import report, warn_once
-from .serializing import patch
-from .telemetry import ACTIVE, end_span, suppressed
+from ..core.calls import AIO_PRODUCE
+from ..core.errors import report, warn_once
+from ..core.telemetry import ACTIVE, end_span, fail_span, suppressed
+from ..operations import process, send
+from ..operations.process import ConsumerState
+from ..operations.send import ProducerState
+from .serializing import Patched, patch
+from .state import Adoption, attach, state_of
+
+_time_ns = time.time_ns
 
 
-def _producer_state(instance: Any) -> Any:
-    inner = getattr(instance, "_producer", None)
-    return getattr(inner, "_kafkaplus", None)
-
-
-def _consumer_state(instance: Any) -> Any:
-    inner = getattr(instance, "_consumer", None)
-    return getattr(inner, "_kafkaplus", None)
-
-
-def _owned_by_aio(inner: str) -> Callable[..., Any]:
-    """Wrap an aio client's ``__init__``: mark its inner traced client as aio-owned.
-
-    The aio layer traces in the caller's coroutine; the inner client then
-    leaves those calls alone, so each message gets exactly one span.
-    """
+def _adopting(kind: type[Any]) -> Callable[..., Any]:
+    """Wrap an aio client's ``__init__``: adopt the traced client it creates."""
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        result = wrapped(*args, **kwargs)
-        state = getattr(getattr(instance, inner, None), "_kafkaplus", None)
+        with Adoption() as adoption:
+            result = wrapped(*args, **kwargs)
+        state = adoption.only(kind)
         if state is not None:
+            # The aio layer traces in the caller's coroutine; the inner client
+            # then leaves those calls alone: one span per message.
             state.aio = True
+            attach(instance, state)
         return result
 
     return wrapper
@@ -59,22 +54,19 @@ def _owned_by_aio(inner: str) -> Callable[..., Any]:
 
 async def _produce(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     tel = ACTIVE.telemetry
-    state = _producer_state(instance)
+    state = state_of(instance, ProducerState)
     if tel is None or state is None or suppressed() or not tel.tracing():
         return await wrapped(*args, **kwargs)
-    span = None
+    span = on_done = info = None
     try:
-        fields = dict(zip(("topic", "value", "key"), args, strict=False))
+        fields = dict(zip(AIO_PRODUCE, args, strict=False))
         fields.update(kwargs)
         topic = fields.get("topic")
         if type(topic) is str:
             info = state.topic(topic, tel)
             if not info.excluded:
-                span = _producer._start_span(tel, info, (), fields, 0)
-                metering = tel.metering()
-                on_done = _producer._Delivery(
-                    tel, state, info, span if span.is_recording() else None, None, metering
-                )
+                span = send.start_span(tel, info, fields, None)
+                on_done = send.deliver_later(tel, info, span)
                 warn_once(
                     "aio headers",
                     "kafkaplus: AIOProducer cannot send headers, so trace context cannot reach "
@@ -88,15 +80,15 @@ async def _produce(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     try:
         future = await wrapped(*args, **kwargs)
     except BaseException as exc:
+        if info is not None:
+            send.never_sent(info, on_done)
         if span is not None:
-            state.pending.pop(id(on_done), None)  # never queued: not lost at exit
-            _producer._fail(span, exc)
+            fail_span(span, exc)
         raise
-    if span is not None:
-        if not span.is_recording() and not tel.metering():
-            end_span(span)
-        else:
-            future.add_done_callback(_resolver(on_done))
+    if on_done is not None:
+        future.add_done_callback(_resolver(on_done))
+    elif span is not None:
+        end_span(span)
     return future
 
 
@@ -119,6 +111,8 @@ def _resolver(on_done: Callable[[Any, Any], Any]) -> Callable[[Any], None]:
 
 
 class _Cancelled:
+    """The error of a message whose future was cancelled before its report."""
+
     def name(self) -> str:
         return "_CANCELLED"
 
@@ -127,56 +121,56 @@ class _Cancelled:
 
 
 async def _poll(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    state = _consumer_state(instance)
+    state = state_of(instance, ConsumerState)
     if state is None:
         return await wrapped(*args, **kwargs)
-    _consumer.end_open(state)
+    process.end_open(state)
     msg = await wrapped(*args, **kwargs)
     tel = ACTIVE.telemetry
     if msg is not None and tel is not None:
         try:
-            if msg.error() is None and not suppressed():
-                _consumer._process_one(tel, state, msg)
+            if msg.error() is None:
+                process.process_one(tel, state, msg)
         except Exception as exc:
             report("aio consumer instrumentation", exc)
     return msg
 
 
 async def _consume(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    state = _consumer_state(instance)
+    state = state_of(instance, ConsumerState)
     if state is None:
         return await wrapped(*args, **kwargs)
-    _consumer.end_open(state)
-    start = _consumer._time_ns()
+    process.end_open(state)
+    start = _time_ns()
     msgs = await wrapped(*args, **kwargs)
     tel = ACTIVE.telemetry
     if msgs and tel is not None:
         try:
             if not suppressed():
-                _consumer._process_batch(tel, state, msgs, start)
+                process.process_batch(tel, state, msgs, start)
         except Exception as exc:
             report("aio consumer instrumentation", exc)
     return msgs
 
 
 async def _close(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    state = _consumer_state(instance)
+    state = state_of(instance, ConsumerState)
     if state is not None:
-        _consumer.end_open(state)
+        process.end_open(state)
     return await wrapped(*args, **kwargs)
 
 
-def wrap() -> list[tuple[Any, str, Any]]:
+def wrap() -> Patched:
     """Wrap the aio client classes, when this confluent-kafka has them."""
     try:
         from confluent_kafka.aio import AIOConsumer, AIOProducer
-    except ImportError:
+    except ImportError:  # confluent-kafka before aio
         return []
-    done: list[tuple[Any, str, Any]] = []
+    done: Patched = []
     for owner, name, wrapper in (
-        (AIOProducer, "__init__", _owned_by_aio("_producer")),
+        (AIOProducer, "__init__", _adopting(ProducerState)),
         (AIOProducer, "produce", _produce),
-        (AIOConsumer, "__init__", _owned_by_aio("_consumer")),
+        (AIOConsumer, "__init__", _adopting(ConsumerState)),
         (AIOConsumer, "poll", _poll),
         (AIOConsumer, "consume", _consume),
         (AIOConsumer, "close", _close),

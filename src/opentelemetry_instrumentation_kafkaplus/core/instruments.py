@@ -1,4 +1,4 @@
-"""Messaging metrics of the semantic conventions, plus message age.
+"""Metric instruments: the messaging conventions' metrics, message age, data loss.
 
 Instruments are created once per ``instrument()`` call. Attribute sets are
 low-cardinality by design (system, operation, topic, group, server, error
@@ -76,51 +76,76 @@ class Tally:
             return [Observation(count, attrs) for attrs, count in self._counts.values()]
 
 
+#: The per-message metric sets of the ``metrics`` option.
+METRIC_SETS = ("semconv", "all", "none")
+
+
 class Metrics:
-    """The instruments; ``enabled`` is False when no MeterProvider records."""
+    """The instruments of one ``instrument()`` call, for the chosen metric set.
+
+    ``semconv`` (the default): the four metrics of the messaging conventions.
+    ``all``: also the message-age histograms, which cost an SDK
+    ``Histogram.record`` per message each. ``none``: no per-message metric.
+    The data-loss counters (undelivered, skipped, offset resets) are recorded
+    in every set: they count failures, not messages. ``enabled`` is False when
+    no MeterProvider records.
+    """
 
     __slots__ = (
+        "ages",
         "consumed",
         "enabled",
         "message_age",
         "offset_resets",
         "operation_duration",
         "origin_age",
+        "per_message",
         "process_duration",
         "sent",
         "skipped",
         "undelivered",
     )
 
-    def __init__(self, meter: Meter) -> None:
+    def __init__(self, meter: Meter, metric_set: str = "semconv") -> None:
         self.enabled = not _is_noop(meter)
-        self.operation_duration = _histogram(
-            meter,
-            CLIENT_OPERATION_DURATION,
-            "Duration of a messaging operation: send (produce() to delivery report) or receive.",
-            DURATION_BUCKETS,
-        )
-        self.process_duration = _histogram(
-            meter, PROCESS_DURATION, "Duration of processing a message.", DURATION_BUCKETS
-        )
-        self.sent = Tally(
-            meter, SENT_MESSAGES, "{message}", "Messages the producer attempted to send."
-        )
-        self.consumed = Tally(
-            meter, CONSUMED_MESSAGES, "{message}", "Messages delivered to the application."
-        )
-        self.message_age = _histogram(
-            meter,
-            MESSAGE_AGE,
-            "Age of a message when handed to the application (now - message timestamp).",
-            AGE_BUCKETS,
-        )
-        self.origin_age = _histogram(
-            meter,
-            MESSAGE_ORIGIN_AGE,
-            "Age of a message since the first producer of the pipeline created it.",
-            AGE_BUCKETS,
-        )
+        self.per_message = metric_set != "none"
+        self.ages = metric_set == "all"
+        self.operation_duration: Any = None
+        self.process_duration: Any = None
+        self.sent: Any = None
+        self.consumed: Any = None
+        self.message_age: Any = None
+        self.origin_age: Any = None
+        if self.per_message:
+            self.operation_duration = _histogram(
+                meter,
+                CLIENT_OPERATION_DURATION,
+                "Duration of a messaging operation: send (produce() to delivery report) "
+                "or receive.",
+                DURATION_BUCKETS,
+            )
+            self.process_duration = _histogram(
+                meter, PROCESS_DURATION, "Duration of processing a message.", DURATION_BUCKETS
+            )
+            self.sent = Tally(
+                meter, SENT_MESSAGES, "{message}", "Messages the producer attempted to send."
+            )
+            self.consumed = Tally(
+                meter, CONSUMED_MESSAGES, "{message}", "Messages delivered to the application."
+            )
+        if self.ages:
+            self.message_age = _histogram(
+                meter,
+                MESSAGE_AGE,
+                "Age of a message when handed to the application (now - message timestamp).",
+                AGE_BUCKETS,
+            )
+            self.origin_age = _histogram(
+                meter,
+                MESSAGE_ORIGIN_AGE,
+                "Age of a message since the first producer of the pipeline created it.",
+                AGE_BUCKETS,
+            )
         self.skipped = meter.create_counter(
             SKIPPED_MESSAGES,
             unit="{message}",

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import logger
+from .errors import logger
+from .instruments import METRIC_SETS
 
 ENV_PREFIX = "OTEL_PYTHON_KAFKAPLUS_"
 
@@ -32,12 +33,14 @@ class Options:
 
     consumer_context_mode: str = "parent"
     capture_key: bool = True
+    capture_body_size: bool = True
     capture_headers: tuple[str, ...] = ()
     exclude_topics: tuple[re.Pattern[str], ...] = ()
     produce_hook: ProduceHook | None = None
     consume_hook: ConsumeHook | None = None
     statistics_interval_ms: int = 0
     metrics_partition: bool = False
+    metrics: str = "all"
     semconv_dup: bool = False
     # Names of headers to capture, lower-cased, mapped to their attribute key.
     header_attributes: Mapping[str, str] = field(default_factory=dict)
@@ -63,6 +66,13 @@ def _parse_mode(value: Any) -> str:
     v = str(value).strip().lower()
     if v not in CONTEXT_MODES:
         raise ValueError(f"expected one of {', '.join(CONTEXT_MODES)}, got {value!r}")
+    return v
+
+
+def _parse_metric_set(value: Any) -> str:
+    v = str(value).strip().lower()
+    if v not in METRIC_SETS:
+        raise ValueError(f"expected one of {', '.join(METRIC_SETS)}, got {value!r}")
     return v
 
 
@@ -113,12 +123,14 @@ def _parse_hook(value: Any) -> Callable[..., None] | None:
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "consumer_context_mode": _parse_mode,
     "capture_key": _parse_bool,
+    "capture_body_size": _parse_bool,
     "capture_headers": _parse_list,
     "exclude_topics": _parse_patterns,
     "produce_hook": _parse_hook,
     "consume_hook": _parse_hook,
     "statistics_interval_ms": _parse_interval,
     "metrics_partition": _parse_bool,
+    "metrics": _parse_metric_set,
 }
 
 # Keywords of instrument() that are not options of ours.

@@ -24,14 +24,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.baggage import _BAGGAGE_KEY
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.context import Context, create_key, get_current, get_value, set_value
+from opentelemetry.context import Context, create_key
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
-from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from .sdkaccess import BAGGAGE_KEY as _BAGGAGE_KEY
+from .sdkaccess import SPAN_KEY as _SPAN_KEY
+from .sdkaccess import composite_members
 
 #: Header that carries the time (ms since the epoch) the FIRST producer of a
 #: multi-hop pipeline created the message, so the last hop can report the age
@@ -42,6 +44,11 @@ ORIGIN_HEADER = "kafkaplus-origin-ms"
 #: Context key under which the consumer keeps the origin time of the message
 #: being processed, so a producer called while it is current forwards it.
 ORIGIN_KEY = create_key("kafkaplus-origin-ms")
+
+#: Context key of the message being processed where a context is current: its
+#: value is that message's process record. A producer reads it to tell a span
+#: that belongs to a message from any other current span.
+MESSAGE_KEY = create_key("kafkaplus-message")
 
 Headers = Any  # list[tuple[str, bytes | str | None]] | dict[str, ...] | None
 
@@ -96,7 +103,7 @@ def headers_carrier(headers: Iterable[Any] | None) -> dict[str, Any]:
 def _is_default_w3c(prop: TextMapPropagator) -> bool:
     if not isinstance(prop, CompositePropagator):
         return False
-    inner = getattr(prop, "_propagators", None)
+    inner = composite_members(prop)
     if not isinstance(inner, list) or len(inner) != 2:
         return False
     return (
@@ -161,16 +168,6 @@ class Injector:
             return [("traceparent", _traceparent_header(span_context))]
         return self.merge(headers, self._headers(prop, ctx, span_context, span))
 
-    def headers_for(
-        self, ctx: Context, span_context: trace.SpanContext, span: trace.Span | None
-    ) -> dict[str, str]:
-        """The headers to add: trace context of ``span`` (or of ``ctx``) and the origin.
-
-        ``ctx`` is the caller's current context (baggage, origin); ``span`` the
-        producer span about to become the message's parent, if any.
-        """
-        return self._headers(self._current(), ctx, span_context, span)
-
     def _current(self) -> TextMapPropagator:
         """The global propagator, its properties re-read only when it changed."""
         prop = propagate.get_global_textmap()
@@ -201,12 +198,6 @@ class Injector:
         origin = ctx.get(ORIGIN_KEY)
         if origin:
             out[ORIGIN_HEADER] = str(origin)
-        return out
-
-    def carrier_for(self, ctx: Context | None, span_context: trace.SpanContext) -> dict[str, str]:
-        """Trace headers only (no origin): what the propagator would write for ``ctx``."""
-        out = self.headers_for(ctx if ctx is not None else get_current(), span_context, None)
-        out.pop(ORIGIN_HEADER, None)
         return out
 
     def merge(self, headers: Headers, added: Mapping[str, str]) -> Headers:
@@ -367,10 +358,14 @@ def _origin_value(raw: Any) -> int | None:
     return None
 
 
-def current_origin_ms(ctx: Context | None = None) -> int | None:
-    value = get_value(ORIGIN_KEY, ctx)
-    return value if isinstance(value, int) else None
+def forwarded(headers: Any) -> tuple[Context | None, SpanContext | None, int | None]:
+    """The trace context in the headers a caller passes to ``produce()`` (a list or dict).
 
-
-def with_origin(ctx: Context, origin: int) -> Context:
-    return set_value(ORIGIN_KEY, origin, ctx)
+    An app that forwards ``msg.headers()`` hands over the consumed message's
+    context; the producer continues it rather than starting a new trace.
+    """
+    if isinstance(headers, Mapping):
+        headers = list(headers.items())
+    elif type(headers) is not list:
+        return _NOTHING
+    return read_headers(headers)

@@ -45,3 +45,16 @@ def warn_once(kind: str, message: str, *args: object) -> None:
             return
         _seen.add(kind)
     logger.warning(message, *args)
+
+
+class KafkaFailure(Exception):
+    """A librdkafka ``KafkaError`` (or any error object) carried as an exception.
+
+    Delivery reports, commit results and ``produce_batch`` hand errors over as
+    values; spans record exceptions. ``args[0]`` is the original error, so
+    ``error.type`` is its name (``_MSG_TIMED_OUT``...).
+    """
+
+    def __init__(self, err: object) -> None:
+        super().__init__(str(err))
+        self.args = (err,)

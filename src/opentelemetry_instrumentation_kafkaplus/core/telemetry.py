@@ -2,25 +2,25 @@
 
 Clients look up ``ACTIVE.telemetry`` on each call, so ``uninstrument()`` stops
 already-created clients from emitting anything, and ``instrument()`` with new
-providers takes effect everywhere at once.
+providers takes effect everywhere at once. The two ways a span ends here
+(``end_span``, ``fail_span``) are the only ones: a failing span processor is
+reported, never raised into the application.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry import baggage as _baggage
-from opentelemetry import trace
-from opentelemetry import trace as _trace_api
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
+from opentelemetry.context import get_current
 from opentelemetry.metrics import Meter
-from opentelemetry.metrics import _internal as _metrics_api
-from opentelemetry.trace import NoOpTracer, ProxyTracer, Tracer
-from opentelemetry.trace import propagation as _trace_propagation
+from opentelemetry.trace import NoOpTracer, ProxyTracer, Status, StatusCode, Tracer
 
-from .config import Options
-from .metrics import Metrics
+from . import sdkaccess
+from .errors import report
+from .instruments import Metrics
+from .options import Options
 from .propagation import Injector
+from .semconv import ERROR_TYPE, error_type
 
 
 class Telemetry:
@@ -29,7 +29,7 @@ class Telemetry:
     def __init__(self, tracer: Tracer, meter: Meter, options: Options, statistics: Any = None):
         self.tracer = tracer
         self.options = options
-        self.metrics = Metrics(meter)
+        self.metrics = Metrics(meter, options.metrics)
         self.meter = meter
         self.injector = Injector()
         self.statistics = statistics
@@ -37,11 +37,11 @@ class Telemetry:
         # Providers passed to instrument() are used as given; the global ones
         # may be set later, which the proxies pick up.
         self._proxy_tracer = isinstance(tracer, ProxyTracer)
-        self._proxy_meter = hasattr(meter, "_real_meter")
+        self._proxy_meter = sdkaccess.is_proxy_meter(meter)
         self._drops: bool | None = None
         self._metering: bool | None = None
         #: Tracer and meter both come from the global providers: while neither
-        #: is set, nothing can record (the producer's cheapest check).
+        #: is set, nothing can record (the clients' cheapest check).
         self.global_providers = self._proxy_tracer and self._proxy_meter
 
     def tracing(self) -> bool:
@@ -53,11 +53,11 @@ class Telemetry:
         if self._tracing is not None:
             return self._tracing
         tracer = self.tracer
-        if self._proxy_tracer and _trace_api._TRACER_PROVIDER is None:
+        if self._proxy_tracer and not sdkaccess.tracer_provider_set():
             return False  # the cheapest check while no SDK is configured
         if isinstance(tracer, ProxyTracer):
-            real = tracer._tracer
-            if isinstance(real, NoOpTracer):
+            real = sdkaccess.proxied_tracer(tracer)
+            if real is None or isinstance(real, NoOpTracer):
                 return False
             self.tracer = real
         elif isinstance(tracer, NoOpTracer):
@@ -67,46 +67,24 @@ class Telemetry:
         return True
 
     def drops_unsampled_remote(self) -> bool:
-        """Whether the SDK sampler drops spans whose remote parent is not sampled.
-
-        True for the SDK's ParentBased samplers with their default for that
-        case (ALWAYS_OFF); then a consumer can skip building such a span.
-        """
+        """Whether the SDK sampler drops spans whose remote parent is not sampled."""
         if self._drops is None:
-            self._drops = _drops_unsampled_remote(self.tracer)
+            self._drops = sdkaccess.drops_unsampled_remote(self.tracer)
         return self._drops
 
     def metering(self) -> bool:
-        """False while metrics go nowhere (no MeterProvider set yet)."""
+        """False while per-message metrics go nowhere (none chosen, or no MeterProvider)."""
         if self._metering is not None:
             return self._metering
-        if self._proxy_meter and _metrics_api._METER_PROVIDER is None:
-            return False
         if not self.metrics.enabled:
             self._metering = False
             return False
-        meter = self.meter
-        if hasattr(meter, "_real_meter") and meter._real_meter is None:
+        if self._proxy_meter and not sdkaccess.meter_provider_set():
+            return False
+        if self._proxy_meter and sdkaccess.proxied_meter(self.meter) is None:
             return False
         self._metering = True
         return True
-
-
-# The context keys the hot paths read directly, saving a call per message.
-_SPAN_KEY = _trace_propagation._SPAN_KEY
-_SUPPRESS_KEY = _SUPPRESS_INSTRUMENTATION_KEY
-_BAGGAGE_KEY = _baggage._BAGGAGE_KEY
-
-
-def _drops_unsampled_remote(tracer: Any) -> bool:
-    try:
-        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-    except ImportError:
-        return False
-    sampler = getattr(tracer, "sampler", None)
-    return isinstance(sampler, ParentBased) and (
-        getattr(sampler, "_remote_parent_not_sampled", None) is ALWAYS_OFF
-    )
 
 
 def no_sdk(tel: Telemetry | None) -> bool:
@@ -115,12 +93,12 @@ def no_sdk(tel: Telemetry | None) -> bool:
     Then nothing can record, and the clients' hot methods call straight
     through. Module globals only: this runs on every produce() and poll().
     """
-    return (
-        tel is not None
-        and tel.global_providers
-        and _trace_api._TRACER_PROVIDER is None
-        and _metrics_api._METER_PROVIDER is None
-    )
+    return tel is not None and tel.global_providers and sdkaccess.global_providers_unset()
+
+
+def suppressed() -> bool:
+    """True inside ``suppress_instrumentation()``."""
+    return bool(get_current().get(sdkaccess.SUPPRESS_KEY))
 
 
 def end_span(span: Any, end_time: int | None = None) -> None:
@@ -128,14 +106,46 @@ def end_span(span: Any, end_time: int | None = None) -> None:
     try:
         span.end(end_time=end_time)
     except Exception as exc:
-        from ._errors import report
-
         report("span end", exc)
 
 
-def suppressed() -> bool:
-    """True inside ``suppress_instrumentation()``."""
-    return bool(get_value(_SUPPRESS_INSTRUMENTATION_KEY))
+def fail_span(
+    span: Any,
+    error: Any,
+    *,
+    end_time: int | None = None,
+    etype: str | None = None,
+    description: str | None = None,
+) -> None:
+    """End a span with an error: ``error.type``, ERROR status, and the exception event.
+
+    ``error`` is an exception (recorded as an event) or an error value such as
+    a librdkafka ``KafkaError`` (its name becomes ``error.type``, its text the
+    status description).
+    """
+    try:
+        if span.is_recording():
+            span.set_attribute(ERROR_TYPE, etype or error_type(error))
+            if isinstance(error, BaseException):
+                span.record_exception(error)
+            if description is None:
+                description = _describe(error)
+            span.set_status(Status(StatusCode.ERROR, description))
+        span.end(end_time=end_time)
+    except Exception as exc:
+        report("span end", exc)
+
+
+def _describe(error: Any) -> str:
+    if isinstance(error, BaseException):
+        return str(error)
+    try:
+        text = error.str()  # KafkaError's own description
+        if isinstance(text, str):
+            return text
+    except Exception:
+        pass
+    return str(error)
 
 
 class _Active:
@@ -146,5 +156,3 @@ class _Active:
 
 
 ACTIVE = _Active()
-
-INVALID_SPAN_CONTEXT = trace.INVALID_SPAN_CONTEXT

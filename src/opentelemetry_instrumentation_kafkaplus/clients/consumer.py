@@ -1,0 +1,253 @@
+"""The traced ``Consumer``: a subclass of confluent-kafka's C class, substituted for it.
+
+The traced-call functions (``fn(client, state, args, kwargs, orig)``) are
+shared by the subclass, the proxies and the wrapt wrappers of the Python
+clients; they hand poll results to the process operation and commits to the
+settle operation.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+from confluent_kafka import cimpl
+from opentelemetry import context as otel_context
+
+from ..core.calls import COMMIT, SUBSCRIBE, Call, bind
+from ..core.errors import report
+from ..core.propagation import MESSAGE_KEY
+from ..core.telemetry import ACTIVE, no_sdk, suppressed
+from ..operations import process, settle
+from ..operations.process import ConsumerState
+from . import config
+from .state import TracedClass, document
+
+_CConsumer = cimpl.Consumer
+_orig_poll = _CConsumer.poll
+_orig_consume = _CConsumer.consume
+_orig_close = _CConsumer.close
+_orig_commit = _CConsumer.commit
+_orig_store_offsets = _CConsumer.store_offsets
+_orig_subscribe = _CConsumer.subscribe
+_get_current = otel_context.get_current
+_time_ns = time.time_ns
+
+
+def poll(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
+         orig: Any = _orig_poll) -> Any:  # fmt: skip
+    """Traced ``Consumer.poll``: the same arguments, results and errors."""
+    process.end_open(state)
+    tel = ACTIVE.telemetry
+    if tel is None or state.aio:
+        return orig(client, *args, **kwargs)
+    msg = orig(client, *args, **kwargs)
+    if msg is None:
+        return msg
+    try:
+        if msg.error() is None:
+            process.process_one(tel, state, msg)
+        else:
+            process.error_event(tel, state, msg)
+    except Exception as exc:
+        report("consumer instrumentation", exc)
+    return msg
+
+
+def consume(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
+            orig: Any = _orig_consume) -> Any:  # fmt: skip
+    """Traced ``Consumer.consume``: the same arguments, results and errors."""
+    process.end_open(state)
+    tel = ACTIVE.telemetry
+    if tel is None or state.aio:
+        return orig(client, *args, **kwargs)
+    start = _time_ns()
+    msgs = orig(client, *args, **kwargs)
+    if not msgs:
+        return msgs
+    try:
+        if not suppressed():
+            process.process_batch(tel, state, msgs, start)
+    except Exception as exc:
+        report("consumer instrumentation", exc)
+    return msgs
+
+
+def close(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
+          orig: Any = _orig_close) -> Any:  # fmt: skip
+    """Traced ``Consumer.close``: open process spans end before the client closes."""
+    process.end_open(state)
+    try:
+        return orig(client, *args, **kwargs)
+    finally:
+        if state.stats is not None:
+            state.stats.forget()
+
+
+def commit(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
+           orig: Any = _orig_commit) -> Any:  # fmt: skip
+    """Traced ``Consumer.commit``: a settle span."""
+    return _settle(client, state, args, kwargs, orig, "commit")
+
+
+def store_offsets(client: Any, state: ConsumerState, args: tuple[Any, ...],
+                  kwargs: dict[str, Any], orig: Any = _orig_store_offsets) -> Any:  # fmt: skip
+    """Traced ``Consumer.store_offsets``: a settle span.
+
+    Storing is local; the commit that follows sends it. Both settle the
+    message from the app's point of view, so both are settle spans.
+    """
+    return _settle(client, state, args, kwargs, orig, "store_offsets")
+
+
+def _settle(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
+            orig: Any, operation: str) -> Any:  # fmt: skip
+    tel = ACTIVE.telemetry
+    if tel is None or suppressed() or not tel.tracing():
+        return orig(client, *args, **kwargs)
+    named = bind(COMMIT if operation == "commit" else COMMIT[:2], args, kwargs)
+    if named is None:
+        return orig(client, *args, **kwargs)
+    call = Call(named, args, kwargs, None)
+    return settle.settle(tel, state.base_attrs, call, operation, state.commits, client, orig)
+
+
+def subscribe(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
+              orig: Any = _orig_subscribe) -> Any:  # fmt: skip
+    """``subscribe`` with rebalance callbacks that restart offset-gap tracking.
+
+    A partition that comes back after a rebalance resumes where another member
+    left it: that jump is not loss. The app's own callbacks are called as given;
+    without an ``on_lost`` of the app's, lost partitions go to its ``on_revoke``,
+    as confluent-kafka documents.
+    """
+    named = bind(SUBSCRIBE, args, kwargs)
+    if named is None:
+        return orig(client, *args, **kwargs)
+    for name in SUBSCRIBE[1:]:
+        user_cb = named.get(name)
+        if user_cb is not None and not callable(user_cb):
+            return orig(client, *args, **kwargs)  # confluent-kafka rejects it
+    on_revoke = named.get("on_revoke")
+    named["on_assign"] = _Rebalance(state, named.get("on_assign"))
+    named["on_revoke"] = _Rebalance(state, on_revoke)
+    named["on_lost"] = _Rebalance(state, named.get("on_lost") or on_revoke)
+    return orig(client, **named)
+
+
+class _Rebalance:
+    """A rebalance callback: forget the partitions' offset tracking, then the app's callback."""
+
+    __slots__ = ("state", "user_cb")
+
+    def __init__(self, state: ConsumerState, user_cb: Any) -> None:
+        self.state = state
+        self.user_cb = user_cb
+
+    def __call__(self, consumer: Any, partitions: Any) -> Any:
+        try:
+            self.state.gaps.forget(partitions)
+        except Exception as exc:
+            report("rebalance", exc)
+        if self.user_cb is not None:
+            return self.user_cb(consumer, partitions)
+        return None
+
+
+def _repositioned(method: str, all_partitions: bool = False) -> Any:
+    """A traced assign/seek/unassign: deliberate repositioning restarts gap tracking."""
+    orig = getattr(_CConsumer, method)
+
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = orig(self, *args, **kwargs)
+        try:
+            gaps = self._kafkaplus.gaps
+            if all_partitions:
+                gaps.forget()
+            else:
+                target = args[0] if args else next(iter(kwargs.values()), None)
+                gaps.forget([target] if hasattr(target, "topic") else target)
+        except AttributeError:  # __init__ never ran: nothing tracked
+            pass
+        except Exception as exc:
+            report("offset tracking", exc)
+        return result
+
+    wrapper.__name__ = wrapper.__qualname__ = method
+    return wrapper
+
+
+class Consumer(_CConsumer, metaclass=TracedClass):
+    """confluent_kafka.Consumer, traced. Substituted for the original class."""
+
+    __slots__ = ("_kafkaplus",)
+    _kafkaplus: ConsumerState
+    _kafkaplus_original = _CConsumer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        construct = functools.partial(_CConsumer.__init__, self)
+        config.init_client(self, construct, args, kwargs, producer=False)
+
+    def poll(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            state = self._kafkaplus
+        except AttributeError:  # __init__ never ran: the client's own error
+            return _orig_poll(self, *args, **kwargs)
+        # With no SDK anywhere (so no span of ours is open or current), call
+        # straight through: this check is all the instrumentation costs then.
+        if no_sdk(ACTIVE.telemetry) and not state.open and _get_current().get(MESSAGE_KEY) is None:
+            return _orig_poll(self, *args, **kwargs)
+        return poll(self, state, args, kwargs)
+
+    def consume(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            state = self._kafkaplus
+        except AttributeError:
+            return _orig_consume(self, *args, **kwargs)
+        return consume(self, state, args, kwargs)
+
+    def commit(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            state = self._kafkaplus
+        except AttributeError:
+            return _orig_commit(self, *args, **kwargs)
+        return commit(self, state, args, kwargs)
+
+    def store_offsets(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            state = self._kafkaplus
+        except AttributeError:
+            return _orig_store_offsets(self, *args, **kwargs)
+        return store_offsets(self, state, args, kwargs)
+
+    def subscribe(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            state = self._kafkaplus
+        except AttributeError:
+            return _orig_subscribe(self, *args, **kwargs)
+        return subscribe(self, state, args, kwargs)
+
+    def close(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            state = self._kafkaplus
+        except AttributeError:
+            return _orig_close(self, *args, **kwargs)
+        return close(self, state, args, kwargs)
+
+    # Deliberate repositioning restarts offset-gap tracking for those partitions.
+    assign = _repositioned("assign")
+    incremental_assign = _repositioned("incremental_assign")
+    seek = _repositioned("seek")
+    unassign = _repositioned("unassign", all_partitions=True)
+
+    def __del__(self) -> None:
+        # Dropped without close(): its last process span still ends.
+        try:
+            state = self._kafkaplus
+        except AttributeError:
+            return
+        process.drop_open(state)
+
+
+document(Consumer, _CConsumer)

@@ -1,0 +1,184 @@
+"""The traced ``Producer``: a subclass of confluent-kafka's C class, substituted for it.
+
+Every traced method has the form ``fn(client, state, args, kwargs, orig)``,
+shared by the subclass, the proxies and the wrapt wrappers: it binds the
+call's arguments once and hands them to an operation (send, transaction,
+settle), or calls ``orig`` untouched when nothing is to be recorded.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from confluent_kafka import cimpl
+from opentelemetry import context as otel_context
+
+from ..core.calls import PRODUCE, PRODUCE_BATCH, SEND_OFFSETS, Call, bind, pop_callback
+from ..core.sdkaccess import SPAN_KEY, SUPPRESS_KEY
+from ..core.telemetry import ACTIVE, no_sdk, suppressed
+from ..operations import send, settle, transaction
+from ..operations.send import ProducerState
+from . import config
+from .state import TracedClass, document
+
+_CProducer = cimpl.Producer
+_orig_produce = _CProducer.produce
+_orig_produce_batch = _CProducer.produce_batch
+_get_current = otel_context.get_current
+
+
+def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: dict[str, Any],
+            orig: Any = _orig_produce) -> Any:  # fmt: skip
+    """Traced ``Producer.produce``: the same arguments, results and errors."""
+    tel = ACTIVE.telemetry
+    if tel is None:
+        return _untraced(client, state, args, kwargs, orig)
+    ctx = _get_current()
+    if ctx.get(SUPPRESS_KEY):
+        return _untraced(client, state, args, kwargs, orig)
+    if not tel.tracing() and not state.only_error and not tel.metering():
+        # Nothing records: only a current context could be worth carrying on.
+        current: Any = ctx.get(SPAN_KEY)
+        if current is None or not current.get_span_context().is_valid:
+            return orig(client, *args, **kwargs)
+    named = bind(PRODUCE, args, kwargs)
+    if named is None or type(named.get("topic")) is not str:
+        return orig(client, *args, **kwargs)  # confluent-kafka raises its own error
+    user_cb = pop_callback(named)
+    if user_cb is not None and not callable(user_cb):
+        return orig(client, *args, **kwargs)
+    topic = named["topic"]
+    info = state.topics.get(topic) if state.tel is tel else None
+    if info is None:
+        info = state.topic(topic, tel)
+    if info.excluded:
+        return _untraced(client, state, args, kwargs, orig)
+    return send.send(tel, state, info, Call(named, args, kwargs, user_cb), client, orig)
+
+
+def _untraced(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: dict[str, Any],
+              orig: Any) -> Any:  # fmt: skip
+    """An untraced produce() that still honours ``delivery.report.only.error``.
+
+    kafkaplus turned that setting off in the configuration, so the app's
+    callback must not see successful reports it did not ask for.
+    """
+    if not state.only_error:
+        return orig(client, *args, **kwargs)
+    named = bind(PRODUCE, args, kwargs)
+    if named is None:
+        return orig(client, *args, **kwargs)
+    user_cb = pop_callback(named) or state.default_cb
+    if user_cb is None or not callable(user_cb):
+        return orig(client, *args, **kwargs)
+    named["on_delivery"] = _OnlyErrors(user_cb)
+    return orig(client, **named)
+
+
+class _OnlyErrors:
+    """The app's delivery callback, called for failed deliveries only."""
+
+    __slots__ = ("user_cb",)
+
+    def __init__(self, user_cb: Any) -> None:
+        self.user_cb = user_cb
+
+    def __call__(self, err: Any, msg: Any) -> Any:
+        if err is not None:
+            return self.user_cb(err, msg)
+        return None
+
+
+def produce_batch(client: Any, state: ProducerState, args: tuple[Any, ...],
+                  kwargs: dict[str, Any], orig: Any = _orig_produce_batch) -> Any:  # fmt: skip
+    """Traced ``Producer.produce_batch``: one send span per message."""
+    tel = ACTIVE.telemetry
+    if tel is None or state.aio or suppressed() or not tel.tracing():
+        return orig(client, *args, **kwargs)
+    named = bind(PRODUCE_BATCH, args, kwargs)
+    if named is None or type(named.get("topic")) is not str:
+        return orig(client, *args, **kwargs)
+    messages = named.get("messages")
+    if type(messages) is not list or any(type(m) is not dict for m in messages):
+        return orig(client, *args, **kwargs)  # the app's own mistake: its own error
+    user_cb = pop_callback(named)
+    if user_cb is not None and not callable(user_cb):
+        return orig(client, *args, **kwargs)
+    info = state.topic(named["topic"], tel)
+    if info.excluded:
+        return orig(client, *args, **kwargs)
+    return send.send_batch(tel, state, info, Call(named, args, kwargs, user_cb), client, orig)
+
+
+def transaction_call(client: Any, state: ProducerState, operation: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any], orig: Any) -> Any:  # fmt: skip
+    """Traced transaction calls: CLIENT spans, or a settle span for the offsets sent."""
+    tel = ACTIVE.telemetry
+    if tel is None or suppressed() or not tel.tracing():
+        return orig(client, *args, **kwargs)
+    if operation == "send_offsets_to_transaction":
+        named = bind(SEND_OFFSETS, args, kwargs)
+        if named is None:
+            return orig(client, *args, **kwargs)
+        call = Call(named, args, kwargs, None)
+        return settle.settle(tel, state.base_attrs, call, operation, None, client, orig)
+    return transaction.transaction(tel, state.base_attrs, operation, client, orig, args, kwargs)
+
+
+TRANSACTION_CALLS = (*transaction.OPERATIONS, "send_offsets_to_transaction")
+
+
+def _transaction_method(operation: str) -> Any:
+    base = getattr(_CProducer, operation)
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            state = self._kafkaplus
+        except AttributeError:  # __init__ never ran: the client's own error
+            return base(self, *args, **kwargs)
+        return transaction_call(self, state, operation, args, kwargs, base)
+
+    method.__name__ = method.__qualname__ = operation
+    return method
+
+
+class Producer(_CProducer, metaclass=TracedClass):
+    """confluent_kafka.Producer, traced. Substituted for the original class."""
+
+    __slots__ = ("_kafkaplus",)
+    _kafkaplus: ProducerState
+    _kafkaplus_original = _CProducer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        construct = functools.partial(_CProducer.__init__, self)
+        config.init_client(self, construct, args, kwargs, producer=True)
+
+    def produce(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            state = self._kafkaplus
+        except AttributeError:  # __init__ never ran: the client's own error
+            return _orig_produce(self, *args, **kwargs)
+        # With no SDK anywhere and no context to propagate, call straight
+        # through: this check is all the instrumentation costs then.
+        if no_sdk(ACTIVE.telemetry) and not state.only_error:
+            current: Any = _get_current().get(SPAN_KEY)
+            if current is None or not current.get_span_context().is_valid:
+                return _orig_produce(self, *args, **kwargs)
+        return produce(self, state, args, kwargs)
+
+    def produce_batch(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            state = self._kafkaplus
+        except AttributeError:
+            return _orig_produce_batch(self, *args, **kwargs)
+        return produce_batch(self, state, args, kwargs)
+
+    init_transactions = _transaction_method("init_transactions")
+    begin_transaction = _transaction_method("begin_transaction")
+    send_offsets_to_transaction = _transaction_method("send_offsets_to_transaction")
+    commit_transaction = _transaction_method("commit_transaction")
+    abort_transaction = _transaction_method("abort_transaction")
+
+
+document(Producer, _CProducer)

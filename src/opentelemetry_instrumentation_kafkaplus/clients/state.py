@@ -1,0 +1,100 @@
+"""The one way a client carries kafkaplus's per-client state, and the shape of traced classes.
+
+Every traced client, whatever hooks it (a traced subclass, a proxy, a wrapt
+wrapper, the aio glue), carries its state in the attribute ``_kafkaplus``:
+a slot on the traced subclasses, the instance ``__dict__`` on Python classes,
+a property on proxies. ``state_of`` returns it only when it is really ours, so
+a test double or a subclass that skipped ``__init__`` is simply not traced.
+
+The traced classes replace ``confluent_kafka.Producer``/``Consumer`` under
+their names; ``TracedClass`` makes ``isinstance``/``issubclass`` against them
+answer as against the original classes (the serializing clients derive from
+the originals), and ``document`` keeps the originals' documentation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Any, TypeVar
+
+ATTR = "_kafkaplus"
+
+T = TypeVar("T")
+
+#: While an aio client's ``__init__`` runs: the states of the traced clients it
+#: creates, so the aio glue can adopt its inner client without reading its
+#: private attributes (and adopts nothing when the inner client is a double).
+_CREATED: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "kafkaplus_created", default=None
+)
+
+
+def attach(client: Any, state: Any) -> None:
+    """Give ``client`` its state."""
+    setattr(client, ATTR, state)
+    created = _CREATED.get()
+    if created is not None:
+        created.append(state)
+
+
+def state_of(client: Any, kind: type[T]) -> T | None:
+    """The client's state when it is one of ours of this kind, else None."""
+    try:
+        state = getattr(client, ATTR, None)
+    except Exception:  # a proxy or double whose attribute access itself fails
+        return None
+    return state if type(state) is kind else None
+
+
+class Adoption:
+    """Collects the states of traced clients created within a ``with`` block."""
+
+    __slots__ = ("_token", "states")
+
+    def __enter__(self) -> Adoption:
+        self.states: list[Any] = []
+        self._token = _CREATED.set(self.states)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _CREATED.reset(self._token)
+
+    def only(self, kind: type[T]) -> T | None:
+        """The one state of this kind created in the block (None if not exactly one)."""
+        found = [s for s in self.states if type(s) is kind]
+        return found[0] if len(found) == 1 else None
+
+
+class TracedClass(type):
+    """Metaclass of the traced client classes.
+
+    ``isinstance(x, confluent_kafka.Producer)`` must stay True for a
+    SerializingProducer (which derives from the original C class) and for a
+    subclass the app defined before ``instrument()``, as it is without
+    kafkaplus: a traced class answers for its original. Subclasses the app
+    derives from a traced class keep the ordinary checks.
+    """
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        original = cls.__dict__.get("_kafkaplus_original")
+        if original is not None:
+            return isinstance(instance, original)
+        return type.__instancecheck__(cls, instance)
+
+    def __subclasscheck__(cls, subclass: Any) -> bool:
+        original = cls.__dict__.get("_kafkaplus_original")
+        if original is not None:
+            return issubclass(subclass, original)
+        return type.__subclasscheck__(cls, subclass)
+
+
+def document(traced: type, original: type) -> None:
+    """The original class's and methods' documentation on the traced class."""
+    traced.__doc__ = original.__doc__
+    for name, value in list(vars(traced).items()):
+        if callable(value) and not name.startswith("_"):
+            doc = getattr(getattr(original, name, None), "__doc__", None)
+            if doc:
+                with contextlib.suppress(AttributeError, TypeError):
+                    value.__doc__ = doc

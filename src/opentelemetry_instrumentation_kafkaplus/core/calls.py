@@ -1,0 +1,73 @@
+"""Call arguments, normalised once: the request objects clients build and operations read.
+
+Every traced method binds its arguments with the parameter names the C code
+declares, so an operation reads ``call.named["topic"]`` whatever form the app
+used. A call that does not bind (too many positional arguments, a name given
+twice, an unknown keyword) is not traced: the client calls the original with
+the app's own arguments, so confluent-kafka raises exactly the error it raises
+without instrumentation. A ``Call`` keeps that original form too, for the
+same fallback when the instrumentation itself fails.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: ``Producer.produce`` (Producer.c kwlist); a 5th positional argument is ``callback``.
+PRODUCE = ("topic", "value", "key", "partition", "callback", "on_delivery", "timestamp", "headers")
+#: ``Producer.produce_batch``.
+PRODUCE_BATCH = ("topic", "messages", "partition", "callback", "on_delivery")
+#: ``Consumer.commit`` and ``Consumer.store_offsets`` (store_offsets has no ``asynchronous``).
+COMMIT = ("message", "offsets", "asynchronous")
+#: ``Consumer.subscribe``.
+SUBSCRIBE = ("topics", "on_assign", "on_revoke", "on_lost")
+#: ``Producer.send_offsets_to_transaction``.
+SEND_OFFSETS = ("positions", "group_metadata", "timeout")
+#: ``AIOProducer.produce``: what its positional form means.
+AIO_PRODUCE = ("topic", "value", "key")
+
+
+class Call:
+    """One traced call: its arguments by name (delivery callbacks taken out) and as given."""
+
+    __slots__ = ("args", "callback", "kwargs", "named")
+
+    def __init__(
+        self, named: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any], callback: Any
+    ) -> None:
+        self.named = named
+        self.args = args
+        self.kwargs = kwargs
+        #: The delivery callback the app chose for this call (None: the client's default).
+        self.callback = callback
+
+    def original(self, client: Any, orig: Any) -> Any:
+        """Call the original method exactly as the app called ours."""
+        return orig(client, *self.args, **self.kwargs)
+
+
+def bind(
+    names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The call's arguments by name, or None when confluent-kafka would reject the form."""
+    n = len(args)
+    if n > len(names):
+        return None
+    call = dict(zip(names, args, strict=False)) if n else {}
+    for key, value in kwargs.items():
+        if key in call or key not in names:
+            return None
+        call[key] = value
+    return call
+
+
+def pop_callback(call: dict[str, Any]) -> Any:
+    """Remove the per-call delivery callbacks from ``call``; return the one that applies.
+
+    As in confluent-kafka's C code, ``callback`` (even given as None) wins over
+    ``on_delivery``; None means the client's default ``on_delivery``.
+    """
+    if "callback" in call:
+        call.pop("on_delivery", None)
+        return call.pop("callback")
+    return call.pop("on_delivery", None)

@@ -1,0 +1,75 @@
+"""Every private name of the OpenTelemetry API and SDK that kafkaplus reads, in one place.
+
+Each is read for one reason: to make the hot paths (``produce()``, ``poll()``)
+cost almost nothing when nothing records, or to skip work the SDK would throw
+away. None is written. If a future release renames one, only this module
+changes, and each use degrades to the slower public path rather than failing
+(the ``getattr`` defaults below).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import baggage as _baggage
+from opentelemetry import context as _context
+from opentelemetry import trace as _trace
+from opentelemetry.metrics import _internal as _metrics_internal
+from opentelemetry.trace import propagation as _trace_propagation
+
+#: Context keys read directly from a Context (a dict lookup) instead of through
+#: ``get_value`` / ``get_current_span`` (a call and a lookup of the current context).
+SPAN_KEY: str = _trace_propagation._SPAN_KEY
+SUPPRESS_KEY: str = _context._SUPPRESS_INSTRUMENTATION_KEY
+BAGGAGE_KEY: str = _baggage._BAGGAGE_KEY
+
+
+def tracer_provider_set() -> bool:
+    """Whether a global TracerProvider was set (the API keeps it in a module global)."""
+    return _trace._TRACER_PROVIDER is not None
+
+
+def meter_provider_set() -> bool:
+    """Whether a global MeterProvider was set."""
+    return _metrics_internal._METER_PROVIDER is not None
+
+
+def global_providers_unset() -> bool:
+    """Neither global provider is set yet: the cheapest "nothing can record" check."""
+    return _trace._TRACER_PROVIDER is None and _metrics_internal._METER_PROVIDER is None
+
+
+def proxied_tracer(tracer: Any) -> Any:
+    """The tracer behind an API ``ProxyTracer`` (None if the proxy is not resolved yet)."""
+    return getattr(tracer, "_tracer", None)
+
+
+def is_proxy_meter(meter: Any) -> bool:
+    """Whether ``meter`` is the API's proxy meter, which resolves when a provider is set."""
+    return hasattr(meter, "_real_meter")
+
+
+def proxied_meter(meter: Any) -> Any:
+    """The meter behind an API proxy meter (None until a provider is set)."""
+    return getattr(meter, "_real_meter", None)
+
+
+def composite_members(propagator: Any) -> Any:
+    """The propagators inside a ``CompositePropagator`` (None if not readable)."""
+    return getattr(propagator, "_propagators", None)
+
+
+def drops_unsampled_remote(tracer: Any) -> bool:
+    """Whether the SDK tracer's sampler drops spans whose remote parent is not sampled.
+
+    True for the SDK's ParentBased samplers with their default for that case
+    (ALWAYS_OFF). A consumer can then skip building a span the SDK would drop.
+    """
+    try:
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+    except ImportError:  # the SDK is optional
+        return False
+    sampler = getattr(tracer, "sampler", None)
+    return isinstance(sampler, ParentBased) and (
+        getattr(sampler, "_remote_parent_not_sampled", None) is ALWAYS_OFF
+    )

@@ -1,0 +1,443 @@
+"""send: a PRODUCER span per message, from produce() to the broker's acknowledgement.
+
+Span        ``send {topic}``, kind PRODUCER; one per message of ``produce()``,
+            ``produce_batch()`` and ``AIOProducer.produce()``.
+Starts      in the call, before the message is handed to librdkafka.
+Ends        when the message's delivery report is served (by the app's poll() or
+            flush()), with end time = start + ``Message.latency()``; at once when the
+            call raises; with ``_EXIT_UNFLUSHED``/``_DESTROY`` when no report ever comes
+            (loss.py).
+Parent      the current span, when it belongs to the message being processed here
+            (a process span of kafkaplus) or shares the forwarded context's trace.
+            Otherwise, a valid trace context in the headers the caller passes
+            (``msg.headers()`` forwarded by a worker) is the parent, and the current
+            span, if any, a link. In ``link`` mode a forwarded context is a link and the
+            current span the parent. Under ``suppress_instrumentation()``: no span, and
+            the headers go out as given.
+Headers     the span's context (W3C ``traceparent`` by default) replaces any trace header
+            the caller passed; their list or dict is never mutated. The origin time of
+            the pipeline's first message travels on in ``kafkaplus-origin-ms``.
+At start    messaging.system, messaging.operation.name/type ``send``, destination name,
+            partition (when the app chose one), key (UTF-8 text), tombstone, body size
+            (opt-in), client id, server address and port, captured headers.
+At the ack  partition and offset; or ``error.type`` and ERROR status.
+Metrics     at the report: messaging.client.operation.duration and
+            messaging.client.sent.messages (per-message set), and
+            kafka.producer.undelivered_messages for a failure.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, NonRecordingSpan, SpanKind
+
+from ..core import semconv as sc
+from ..core.calls import Call
+from ..core.errors import KafkaFailure, report, warn_once
+from ..core.propagation import MESSAGE_KEY, ORIGIN_KEY, forwarded
+from ..core.sdkaccess import BAGGAGE_KEY, SPAN_KEY
+from ..core.telemetry import Telemetry, end_span, fail_span
+from . import loss
+
+_PRODUCER = SpanKind.PRODUCER
+_INVALID = trace.INVALID_SPAN_CONTEXT
+_get_current = otel_context.get_current
+_set_span_in_context = trace.set_span_in_context
+_time_ns = time.time_ns
+
+
+class ProducerState:
+    """What a producer keeps from its config: nothing secret, nothing unused."""
+
+    __slots__ = (
+        "__weakref__", "aio", "base_attrs", "default_cb", "default_known", "ledger",
+        "only_error", "stats", "tel", "topics",
+    )  # fmt: skip
+
+    def __init__(self, conf: Mapping[str, Any] | None) -> None:
+        known = conf is not None
+        conf = conf or {}
+        self.base_attrs = sc.client_attributes(conf, consumer=False)
+        cb = conf.get("on_delivery")
+        self.default_cb: Callable[..., Any] | None = cb if callable(cb) else None
+        # Without the config (an instance wrapped later) the default callback is
+        # unknown: a message with no callback of its own then keeps librdkafka's
+        # default, and its span ends when produce() returns.
+        self.default_known = known
+        self.only_error = str(conf.get("delivery.report.only.error", "false")).lower() in (
+            "true",
+            "1",
+        )
+        self.topics: dict[str, SendTopic] = {}
+        self.tel: Telemetry | None = None
+        #: Owned by a confluent_kafka.aio.AIOProducer, whose own produce() is traced.
+        self.aio = False
+        #: The statistics callback installed in its configuration, if any.
+        self.stats: Any = None
+        self.ledger = loss.track_producer(self)
+
+    def topic(self, topic: str, tel: Telemetry) -> SendTopic:
+        """The topic's template for this instrumentation (rebuilt when re-instrumented)."""
+        if self.tel is not tel:
+            self.topics = {}
+            self.tel = tel
+        info = self.topics.get(topic)
+        if info is None:
+            info = self.topics[topic] = SendTopic(self, topic, tel)
+        return info
+
+
+class SendTopic:
+    """Per client and topic: the span name, attribute templates, the in-flight count."""
+
+    __slots__ = (
+        "attrs", "excluded", "failed", "inflight", "ledger", "metric_attrs", "name",
+        "only_error", "shared", "tel",
+    )  # fmt: skip
+
+    def __init__(self, state: ProducerState, topic: str, tel: Telemetry) -> None:
+        opts = tel.options
+        self.tel = tel
+        self.excluded = opts.topic_excluded(topic)
+        self.name = f"send {topic}"
+        self.attrs = sc.operation_attributes(
+            state.base_attrs, operation_name=sc.OP_SEND, operation_type=sc.OP_SEND,
+            topic=topic, legacy_operation="publish", dup=opts.semconv_dup,
+        )  # fmt: skip
+        self.metric_attrs = sc.metric_attributes(self.attrs)
+        #: error.type -> metric attributes of a failed delivery.
+        self.failed: dict[str, dict[str, Any]] = {}
+        self.ledger = state.ledger
+        self.inflight = state.ledger.topic(topic, self.metric_attrs)
+        self.only_error = state.only_error
+        #: The callback of every message that holds no span and has no callback of
+        #: its own: no object per message.
+        self.shared = Delivery(self, None, 0, state.default_cb)
+
+
+def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, client: Any,
+         orig: Any) -> Any:  # fmt: skip
+    """Produce one message with its span: the traced body of ``produce()``."""
+    named = call.named
+    span = None
+    try:
+        ctx = _get_current()
+        parent, links, out_ctx = _parentage(tel, ctx, named.get("headers"))
+        if tel.tracing():
+            span = start_span(tel, info, named, parent, links)
+            span_ctx = span.get_span_context()
+            recording = span.is_recording()
+        else:
+            span_ctx = _span_context(parent) if out_ctx is ctx else _INVALID
+            recording = False
+        if span_ctx.is_valid:
+            try:
+                named["headers"] = tel.injector.inject(
+                    named.get("headers"), out_ctx, span_ctx, span
+                )
+            except Exception as exc:  # a broken propagator: the message goes without
+                report("trace context injection", exc)
+        callback = delivery_for(tel, state, info, call.callback, span if recording else None)
+    except Exception as exc:
+        report("producer instrumentation", exc)
+        if span is not None:
+            end_span(span)
+        return call.original(client, orig)
+    if callback is not None:
+        named["on_delivery"] = callback
+    try:
+        result = orig(client, **named)
+    except BaseException as exc:
+        never_sent(info, callback)
+        if span is not None:
+            fail_span(span, exc)
+        raise
+    if span is not None and not holds(callback, span):
+        end_span(span)
+    return result
+
+
+def _parentage(
+    tel: Telemetry, ctx: Context, headers: Any
+) -> tuple[Context, list[Link] | None, Context]:
+    """(parent context, links, context whose baggage and origin go out) of a send span.
+
+    The forwarded-context rule of the module docstring. Reading the caller's
+    headers costs something only when the app passes headers and no message
+    is being processed in this context.
+    """
+    if not headers or ctx.get(MESSAGE_KEY) is not None:
+        return ctx, None, ctx
+    fwd_ctx, fwd_sc, origin = forwarded(headers)
+    if fwd_sc is None:
+        return ctx, None, ctx
+    current = _span_context(ctx)
+    if current.trace_id == fwd_sc.trace_id:
+        return ctx, None, ctx
+    values = dict(ctx)
+    bag: Any = fwd_ctx.get(BAGGAGE_KEY) if fwd_ctx is not None else None
+    if bag:
+        outer: Any = ctx.get(BAGGAGE_KEY)
+        values[BAGGAGE_KEY] = {**outer, **bag} if outer else bag
+    if origin is not None:
+        values[ORIGIN_KEY] = origin
+    if tel.options.consumer_context_mode == "link":
+        return ctx, [Link(fwd_sc)], Context(values)
+    values[SPAN_KEY] = NonRecordingSpan(fwd_sc)
+    parent = Context(values)
+    return parent, ([Link(current)] if current.is_valid else None), parent
+
+
+def _span_context(ctx: Context) -> Any:
+    span: Any = ctx.get(SPAN_KEY)
+    return span.get_span_context() if span is not None else _INVALID
+
+
+def start_span(tel: Telemetry, info: SendTopic, named: Mapping[str, Any], parent: Context | None,
+               links: list[Link] | None = None) -> Any:  # fmt: skip
+    """Start one message's send span with what is known before the broker answers."""
+    opts = tel.options
+    attrs = info.attrs.copy()
+    value = named.get("value")
+    key = named.get("key")
+    sc.message_attributes(
+        attrs, value=value, key=key, capture_key=opts.capture_key,
+        capture_body=opts.capture_body_size,
+    )  # fmt: skip
+    partition = named.get("partition", -1)
+    if type(partition) is int and partition >= 0:
+        attrs[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
+    if opts.header_attributes:
+        sc.header_attributes(attrs, named.get("headers"), opts.header_attributes)
+    span = tel.tracer.start_span(
+        info.name, context=parent, kind=_PRODUCER, attributes=attrs, links=links
+    )
+    if opts.produce_hook is not None and span.is_recording():
+        try:
+            opts.produce_hook(
+                span, topic=info.attrs[sc.MESSAGING_DESTINATION_NAME], key=key, value=value,
+                headers=named.get("headers"),
+            )  # fmt: skip
+        except Exception as exc:
+            report("produce_hook", exc)
+    return span
+
+
+def delivery_for(
+    tel: Telemetry, state: ProducerState, info: SendTopic, user_cb: Any, span: Any
+) -> Any:
+    """The delivery callback to hand librdkafka for one message (None: the client's default).
+
+    A message that holds a span, or brings its own callback while something
+    records, gets its own ``Delivery``; any other message shares the topic's,
+    so nothing is built per message. When nothing is recorded at the report,
+    the app's own callback goes to librdkafka untouched. A message without a
+    callback of its own on a client whose default is unknown is left alone:
+    that default must not be bypassed.
+    """
+    if span is None and not state.only_error and not tel.metering():
+        return user_cb
+    if user_cb is None:
+        if not state.default_known:
+            return None
+        if span is None:
+            next(info.inflight.produced)
+            return info.shared
+        user_cb = state.default_cb
+    delivery = Delivery(info, span, _time_ns() if span is not None else 0, user_cb)
+    next(info.inflight.produced)
+    if span is not None:
+        info.ledger.hold(id(delivery), delivery)
+    return delivery
+
+
+def deliver_later(tel: Telemetry, info: SendTopic, span: Any) -> Delivery | None:
+    """A ``Delivery`` its caller calls itself once the outcome is known (the aio futures).
+
+    None when nothing would be recorded at the report: the span, if any, can
+    end now.
+    """
+    recording = span is not None and span.is_recording()
+    if not recording and not tel.metering():
+        return None
+    delivery = Delivery(info, span if recording else None, _time_ns() if recording else 0, None)
+    next(info.inflight.produced)
+    if recording:
+        info.ledger.hold(id(delivery), delivery)
+    return delivery
+
+
+def never_sent(info: SendTopic, callback: Any) -> None:
+    """The call raised: the message was never in flight."""
+    if isinstance(callback, Delivery):
+        next(info.inflight.reported)
+        info.ledger.spans.pop(id(callback), None)
+
+
+def holds(callback: Any, span: Any) -> bool:
+    """Whether ``callback`` ends ``span`` at the report (else it must end now)."""
+    return isinstance(callback, Delivery) and callback.span is span
+
+
+class Delivery:
+    """The delivery callback librdkafka calls for a message.
+
+    It ends the message's send span, records the send metrics, and calls the
+    app's own callback exactly once, with the send span current; the app's
+    exceptions propagate. One slotted object (not a closure, whose cells the
+    garbage collector would walk) per message that needs one.
+    """
+
+    __slots__ = ("info", "span", "start_ns", "user_cb")
+
+    def __init__(self, info: SendTopic, span: Any, start_ns: int, user_cb: Any) -> None:
+        self.info = info
+        self.span = span
+        self.start_ns = start_ns
+        self.user_cb = user_cb
+
+    def __call__(self, err: Any, msg: Any) -> Any:
+        info = self.info
+        user_cb = self.user_cb
+        span = self.span
+        token = None
+        end_ns = None
+        next(info.inflight.reported)
+        if not info.ledger.closed:
+            try:
+                latency = msg.latency() if msg is not None else None
+                if span is not None:
+                    info.ledger.spans.pop(id(self), None)
+                    if latency is not None:
+                        end_ns = self.start_ns + int(latency * 1e9)
+                    _record_ack(span, err, msg, info)
+                    if user_cb is not None:
+                        token = otel_context.attach(_set_span_in_context(span))
+                tel = info.tel
+                if tel.metering():
+                    _record_metrics(tel, info, err, msg, latency)
+            except Exception as exc:
+                report("delivery report", exc)
+        else:
+            span = None  # ended when it was counted as lost
+        try:
+            if user_cb is not None and not (info.only_error and err is None):
+                return user_cb(err, msg)
+            return None
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+            if span is not None:
+                end_span(span, end_ns)
+
+
+def _record_ack(span: Any, err: Any, msg: Any, info: SendTopic) -> None:
+    """The broker's answer on the span (only recording spans are held to the ack)."""
+    if err is None:
+        attrs: dict[str, Any] = {}
+        sc.position_attributes(
+            attrs, topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
+            dup=info.tel.options.semconv_dup,
+        )  # fmt: skip
+        span.set_attributes(attrs)
+    else:
+        etype = sc.error_type(err)
+        span.set_attribute(sc.ERROR_TYPE, etype)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, _describe(err, etype)))
+
+
+def _describe(err: Any, etype: str) -> str:
+    try:
+        text = err.str()
+        return text if isinstance(text, str) else etype
+    except Exception:
+        return etype
+
+
+def _record_metrics(
+    tel: Telemetry, info: SendTopic, err: Any, msg: Any, latency: float | None
+) -> None:
+    metrics = tel.metrics
+    if err is None:
+        attrs = info.metric_attrs
+        if tel.options.metrics_partition:
+            attrs = sc.with_partition(attrs, msg.partition())
+    else:
+        etype = sc.error_type(err)
+        attrs = info.failed.get(etype)  # type: ignore[assignment]
+        if attrs is None:
+            attrs = info.failed[etype] = {**info.metric_attrs, sc.ERROR_TYPE: etype}
+        metrics.undelivered.add(1, attrs)
+    if metrics.per_message:
+        if latency is not None:
+            metrics.operation_duration.record(latency, attrs)
+        metrics.sent.add(1, attrs)
+
+
+def send_batch(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, client: Any,
+               orig: Any) -> Any:  # fmt: skip
+    """``produce_batch()``: one send span per message, each ended by its own report.
+
+    confluent-kafka drops the headers of batched messages, so no trace context
+    reaches the consumers on this path (warned once); the spans still record
+    each delivery. The caller's message dicts are not replaced: the ``_error``
+    confluent-kafka sets on messages it could not enqueue is copied back onto
+    them, and those spans end with the error.
+    """
+    named = call.named
+    messages = named["messages"]
+    spans: list[Any] = []
+    copies: list[dict[str, Any]] = []
+    try:
+        if any("headers" in m for m in messages):
+            warn_once(
+                "produce_batch headers",
+                "kafkaplus: Producer.produce_batch() drops message headers (confluent-kafka "
+                "limitation), so trace context cannot reach consumers of %s; producer spans "
+                "are still recorded.",
+                info.attrs[sc.MESSAGING_DESTINATION_NAME],
+            )
+        batch_cb = call.callback
+        batch_partition = named.get("partition", -1)
+        ctx = _get_current()
+        for m in messages:
+            fields = m if "partition" in m else {**m, "partition": batch_partition}
+            span = start_span(tel, info, fields, ctx)
+            spans.append(span)
+            copy = dict(m)
+            own = m.get("callback") or batch_cb
+            callback = delivery_for(tel, state, info, own, span if span.is_recording() else None)
+            if callback is not None:
+                copy["callback"] = callback
+            copies.append(copy)
+    except Exception as exc:
+        report("produce_batch instrumentation", exc)
+        for span in spans:
+            end_span(span)
+        return call.original(client, orig)
+    named["messages"] = copies
+    if batch_cb is not None:
+        named["on_delivery"] = batch_cb
+    try:
+        result = orig(client, **named)
+    except BaseException as exc:
+        for copy in copies:
+            never_sent(info, copy.get("callback"))
+        for span in spans:
+            fail_span(span, exc)
+        raise
+    for m, copy, span in zip(messages, copies, spans, strict=True):
+        err = copy.get("_error")
+        if err is not None:
+            m["_error"] = err
+            never_sent(info, copy.get("callback"))
+            fail_span(span, KafkaFailure(err))
+        elif not holds(copy.get("callback"), span):
+            end_span(span)
+    return result
