@@ -81,8 +81,6 @@ def _cases(ratio: float, delivered: Any, msgs: dict[str, Any]) -> dict[str, Call
     from opentelemetry.trace import Link, SpanKind
 
     from opentelemetry_instrumentation_kafkaplus import KafkaPlusInstrumentor
-    from opentelemetry_instrumentation_kafkaplus.core.telemetry import ACTIVE
-    from opentelemetry_instrumentation_kafkaplus.operations.process import end_open
     from opentelemetry_instrumentation_kafkaplus.clients import consumer as kp_consumer
     from opentelemetry_instrumentation_kafkaplus.clients import producer as kp_producer
     from opentelemetry_instrumentation_kafkaplus.core.propagation import (
@@ -91,6 +89,8 @@ def _cases(ratio: float, delivered: Any, msgs: dict[str, Any]) -> dict[str, Call
         headers_carrier,
         read_headers,
     )
+    from opentelemetry_instrumentation_kafkaplus.core.telemetry import ACTIVE
+    from opentelemetry_instrumentation_kafkaplus.operations.process import end_open
 
     tp = _provider(ratio)
     inst = KafkaPlusInstrumentor()

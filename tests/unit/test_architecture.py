@@ -70,7 +70,7 @@ def test_the_wings_exist():
 def test_imports_only_go_down(module):
     for imported, _ in _imports(module, MODULES[module]):
         target = _ours(imported)
-        if target is None or target == module or target == PACKAGE:
+        if target is None or target in (module, PACKAGE):
             continue
         if target.endswith((".version", ".package")):
             continue  # leaf modules of constants, usable everywhere
@@ -142,6 +142,10 @@ def test_no_module_reads_another_modules_private_names(module):
                 if f"{target}.{alias.name}" in MODULES:
                     module_names.add(alias.asname or alias.name)
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            if node.value.id in module_names and node.attr.startswith("_"):
-                raise AssertionError(f"{module} reads {node.value.id}.{node.attr}")
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in module_names
+            and node.attr.startswith("_")
+        ):
+            raise AssertionError(f"{module} reads {node.value.id}.{node.attr}")
