@@ -158,14 +158,20 @@ def assigned_consumer(bootstrap: str, topic: str, partition: int = 0, **conf: An
     return c
 
 
-def poll_messages(c: Any, n: int, timeout: float = 30.0) -> list[Any]:
-    """Poll until n messages (not errors) arrived; leaves the last one's span open."""
+def poll_messages(c: Any, n: int, timeout: float = 30.0, submit: Any = None) -> list[Any]:
+    """Poll until n messages (not errors) arrived; leaves the last one's span open.
+
+    ``submit(msg)``, when given, is called with each message as it arrives,
+    before the next poll (a hand-off to workers).
+    """
     out: list[Any] = []
     deadline = time.monotonic() + timeout
     while len(out) < n and time.monotonic() < deadline:
         m = c.poll(0.5)
         if m is not None and m.error() is None:
             out.append(m)
+            if submit is not None:
+                submit(m)
     assert len(out) == n, f"got {len(out)} of {n} messages"
     return out
 

@@ -14,10 +14,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from .api import message_context, processing
 from .instrumentor import KafkaPlusInstrumentor
 from .version import __version__
 
-__all__ = ["KafkaPlusInstrumentor", "__version__", "instrument_consumer", "instrument_producer"]
+__all__ = [
+    "KafkaPlusInstrumentor",
+    "__version__",
+    "instrument_consumer",
+    "instrument_producer",
+    "message_context",
+    "processing",
+]
 
 _LAZY = {"instrument_consumer", "instrument_producer"}
 

@@ -38,46 +38,71 @@ _time_ns = time.time_ns
 def poll(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
          orig: Any = _orig_poll) -> Any:  # fmt: skip
     """Traced ``Consumer.poll``: the same arguments, results and errors."""
+    return _poll(client, state, args, kwargs, orig, True)[0]
+
+
+def poll_detached(client: Any, state: ConsumerState, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> tuple[Any, Any]:  # fmt: skip
+    """``poll`` on behalf of code elsewhere: (message, its record), nothing made current here."""
+    return _poll(client, state, args, kwargs, _orig_poll, False)
+
+
+def _poll(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
+          orig: Any, attach: bool) -> tuple[Any, Any]:  # fmt: skip
     process.end_open(state)
     tel = ACTIVE.telemetry
     if tel is None or state.aio:
-        return orig(client, *args, **kwargs)
+        return orig(client, *args, **kwargs), None
     msg = orig(client, *args, **kwargs)
     if msg is None:
-        return msg
+        return msg, None
+    record = None
     try:
         if msg.error() is None:
-            process.process_one(tel, state, msg)
+            record = process.process_one(tel, state, msg, attach=attach)
         else:
             process.error_event(tel, state, msg)
     except Exception as exc:
         report("consumer instrumentation", exc)
-    return msg
+    return msg, record
 
 
 def consume(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
             orig: Any = _orig_consume) -> Any:  # fmt: skip
     """Traced ``Consumer.consume``: the same arguments, results and errors."""
+    return _consume(client, state, args, kwargs, orig, True)[0]
+
+
+def consume_detached(client: Any, state: ConsumerState, args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> tuple[Any, Any]:  # fmt: skip
+    """``consume`` on behalf of code elsewhere: (messages, the batch's record)."""
+    return _consume(client, state, args, kwargs, _orig_consume, False)
+
+
+def _consume(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
+             orig: Any, attach: bool) -> tuple[Any, Any]:  # fmt: skip
     process.end_open(state)
     tel = ACTIVE.telemetry
     if tel is None or state.aio:
-        return orig(client, *args, **kwargs)
+        return orig(client, *args, **kwargs), None
     start = _time_ns()
     msgs = orig(client, *args, **kwargs)
     if not msgs:
-        return msgs
+        return msgs, None
+    record = None
     try:
         if not suppressed():
-            process.process_batch(tel, state, msgs, start)
+            record = process.process_batch(tel, state, msgs, start, attach=attach)
     except Exception as exc:
         report("consumer instrumentation", exc)
-    return msgs
+    return msgs, record
 
 
 def close(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
           orig: Any = _orig_close) -> Any:  # fmt: skip
     """Traced ``Consumer.close``: open process spans end before the client closes."""
     process.end_open(state)
+    process.close_waiting(state)
     try:
         return orig(client, *args, **kwargs)
     finally:

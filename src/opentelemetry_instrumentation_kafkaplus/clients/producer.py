@@ -37,7 +37,9 @@ def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: di
     ctx = _get_current()
     if ctx.get(SUPPRESS_KEY):
         return _untraced(client, state, args, kwargs, orig)
-    if not tel.tracing() and not state.only_error and not tel.metering():
+    tracing = tel.tracing()
+    metering = tel.metering()
+    if not tracing and not metering and not state.only_error:
         # Nothing records: only a current context could be worth carrying on.
         current: Any = ctx.get(SPAN_KEY)
         if current is None or not current.get_span_context().is_valid:
@@ -54,7 +56,8 @@ def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: di
         info = state.topic(topic, tel)
     if info.excluded:
         return _untraced(client, state, args, kwargs, orig)
-    return send.send(tel, state, info, Call(named, args, kwargs, user_cb), client, orig)
+    call = Call(named, args, kwargs, user_cb, ctx)
+    return send.send(tel, state, info, call, client, orig, tracing, metering)
 
 
 def _untraced(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: dict[str, Any],

@@ -30,16 +30,17 @@ AIO_PRODUCE = ("topic", "value", "key")
 class Call:
     """One traced call: its arguments by name (delivery callbacks taken out) and as given."""
 
-    __slots__ = ("args", "callback", "kwargs", "named")
+    __slots__ = ("args", "callback", "ctx", "kwargs", "named")
 
-    def __init__(
-        self, named: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any], callback: Any
-    ) -> None:
+    def __init__(self, named: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                 callback: Any = None, ctx: Any = None) -> None:  # fmt: skip
         self.named = named
         self.args = args
         self.kwargs = kwargs
         #: The delivery callback the app chose for this call (None: the client's default).
         self.callback = callback
+        #: The OpenTelemetry context current when the app made the call.
+        self.ctx = ctx
 
     def original(self, client: Any, orig: Any) -> Any:
         """Call the original method exactly as the app called ours."""
@@ -53,12 +54,20 @@ def bind(
     n = len(args)
     if n > len(names):
         return None
-    call = dict(zip(names, args, strict=False)) if n else {}
-    for key, value in kwargs.items():
-        if key in call or key not in names:
+    positions = _POSITIONS.get(names)
+    if positions is None:
+        positions = _POSITIONS[names] = {name: i for i, name in enumerate(names)}
+    for key in kwargs:
+        position = positions.get(key)
+        if position is None or position < n:
             return None
-        call[key] = value
+    call = dict(kwargs)
+    for i in range(n):  # no zip(): a call has few positional arguments
+        call[names[i]] = args[i]
     return call
+
+
+_POSITIONS: dict[tuple[str, ...], dict[str, int]] = {}
 
 
 def pop_callback(call: dict[str, Any]) -> Any:

@@ -255,7 +255,7 @@ def message_attributes(
     if value is None:
         attrs[MESSAGING_KAFKA_MESSAGE_TOMBSTONE] = True
     elif capture_body:
-        size = body_size(value)
+        size = len(value) if type(value) is bytes else body_size(value)
         if size is not None:
             attrs[MESSAGING_MESSAGE_BODY_SIZE] = size
     if capture_key and key is not None:

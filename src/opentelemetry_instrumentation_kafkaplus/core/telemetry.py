@@ -87,6 +87,22 @@ class Telemetry:
         return True
 
 
+#: Instrumentation scopes that make their own send spans and trace headers (a
+#: framework's own telemetry, switched on by the app). While a span of theirs is
+#: current, kafkaplus makes no send span and leaves the headers as they are:
+#: one span per operation, theirs.
+SEND_OWNERS: set[str] = set()
+
+
+def send_owned_elsewhere(ctx: Any) -> bool:
+    """Whether the current span belongs to an instrumentation that owns send spans."""
+    if not SEND_OWNERS:
+        return False
+    span = ctx.get(sdkaccess.SPAN_KEY)
+    scope = getattr(span, "instrumentation_scope", None)
+    return scope is not None and scope.name in SEND_OWNERS
+
+
 def no_sdk(tel: Telemetry | None) -> bool:
     """True while instrumented with the global providers and neither is set yet.
 
@@ -117,23 +133,31 @@ def fail_span(
     etype: str | None = None,
     description: str | None = None,
 ) -> None:
-    """End a span with an error: ``error.type``, ERROR status, and the exception event.
+    """End a span with an error: ``error.type``, ERROR status, and the exception event."""
+    try:
+        mark_error(span, error, etype=etype, description=description)
+        span.end(end_time=end_time)
+    except Exception as exc:
+        report("span end", exc)
+
+
+def mark_error(
+    span: Any, error: Any, *, etype: str | None = None, description: str | None = None
+) -> None:
+    """Record an error on a span (it ends later): ``error.type``, ERROR status, the event.
 
     ``error`` is an exception (recorded as an event) or an error value such as
     a librdkafka ``KafkaError`` (its name becomes ``error.type``, its text the
     status description).
     """
-    try:
-        if span.is_recording():
-            span.set_attribute(ERROR_TYPE, etype or error_type(error))
-            if isinstance(error, BaseException):
-                span.record_exception(error)
-            if description is None:
-                description = _describe(error)
-            span.set_status(Status(StatusCode.ERROR, description))
-        span.end(end_time=end_time)
-    except Exception as exc:
-        report("span end", exc)
+    if not span.is_recording():
+        return
+    span.set_attribute(ERROR_TYPE, etype or error_type(error))
+    if isinstance(error, BaseException):
+        span.record_exception(error)
+    if description is None:
+        description = _describe(error)
+    span.set_status(Status(StatusCode.ERROR, description))
 
 
 def _describe(error: Any) -> str:

@@ -1,55 +1,78 @@
-"""process and receive: the consumer's spans, from the message handed to the app to its handling.
+"""process and receive: the consumer's spans, from a message handed to the app to its handling.
 
 poll() (one message)
   Span        ``process {topic}``, kind CONSUMER, operation type ``process``.
-  Starts      when poll() returns a message (none for an empty poll or an error event).
-  Ends        at the consumer's next poll()/consume()/close(): the app's handling.
-  Parent      ``parent`` mode (default): the producer's context from the headers, or
-              a new root when there is none; the ambient span, if any, is a link.
+  Parent      ``parent`` mode (default): the producer's context from the headers (a new
+              root when there is none), with the ambient span, if any, as a link.
               ``link`` mode: the ambient context, with a link to the producer.
-  Context     made current in the calling thread or task (with the message's
-              baggage and origin time) until that next call.
+  Context     the message's context (the process span, the message's baggage, the
+              pipeline's origin time) is made current in the polling thread or task.
+  Lifetime    the span belongs to whoever handles the message, and covers that:
+              * by default, the thread or task that polled: from poll() to the
+                consumer's next poll()/consume()/close();
+              * a task handed to a ``ThreadPoolExecutor`` (or ``run_in_executor``) while
+                the message is current (clients/executors.py): the span also waits for
+                that task, and starts when the task starts if the polling thread did
+                nothing traced with the message;
+              * ``processing(msg)`` (the public API, any thread or task): the span is
+                exactly that block; once a consumer's messages are claimed this way,
+                its unclaimed messages wait for their claim instead of ending at the
+                next poll. A claim that comes after the span has ended continues the
+                trace under it.
+              * framework glue (FastStream) claims each message the same way.
+              The span object is started when something first needs it (a child span,
+              a read of its context, its end), so its start is the start of the
+              handling that owns it.
   Attributes  system, operation, destination, consumer group, client id, server,
-              partition, offset, key, tombstone, body size (opt-in), message age
-              and origin age, captured headers; an offset gap is an event.
+              partition, offset, key, tombstone, body size (opt-in), message age and
+              origin age, captured headers; an offset gap is a span event.
 
 consume(n) (a batch)
   Spans       ``poll {topic}`` (CLIENT, operation type ``receive``) covering the call,
-              and ``process {topic}`` (CONSUMER) current while the app handles the
-              batch; the topic is left out of the names when the batch mixes topics.
+              and ``process {topic}`` (CONSUMER) for the handling of the batch, ended at
+              the consumer's next call; the topic is left out of the names when the
+              batch mixes topics.
   Links       both link to every message's creation context (batches take links,
               never a parent), each link carrying its partition and offset.
   Attributes  as above for what the batch shares, plus messaging.batch.message_count.
 
 Metrics       messaging.client.consumed.messages and the message ages (per message,
-              as handed to the app), messaging.process.duration (when the process
+              when handed to the app), messaging.process.duration (when the process
               span ends), messaging.client.operation.duration for the consume() call;
               kafka.consumer.skipped_messages and kafka.consumer.offset_resets (loss.py).
 
-Current-span bookkeeping lives in the context itself: the context made current
-remembers the one it replaced, and the next call restores it only if ours is
-still current in the calling thread or task. So polling from several threads or
-tasks never detaches a token of another context (no "Failed to detach context"),
-and nothing leaks into unrelated work.
+Contexts made current by a poll remember the one they replaced, and the
+consumer's next call restores it only if ours is still current in the calling
+thread or task: polling from several threads or tasks never detaches a token
+of another context (no "Failed to detach context"), and nothing leaks into
+unrelated work.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, SpanKind, TraceFlags
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanKind,
+    TraceFlags,
+)
 
 from ..core import semconv as sc
 from ..core.errors import report
 from ..core.propagation import MESSAGE_KEY, ORIGIN_KEY, read_headers
 from ..core.sdkaccess import BAGGAGE_KEY, SPAN_KEY, SUPPRESS_KEY
-from ..core.telemetry import ACTIVE, Telemetry, end_span
+from ..core.telemetry import ACTIVE, Telemetry, end_span, mark_error
 from . import loss
 from .settle import CommitResults
 
@@ -60,14 +83,30 @@ _get_current = otel_context.get_current
 _ROOT = Context()
 _TS_NOT_AVAILABLE = 0
 _SAMPLED = TraceFlags.SAMPLED
-_NOOP_SPAN = trace.INVALID_SPAN
+_INVALID_SPAN = trace.INVALID_SPAN
+#: Records may wait for a claim at most this many per consumer; beyond, the
+#: oldest ends as if unclaimed (a consumer whose app claims only some messages).
+MAX_WAITING = 10_000
+#: Guards every change of a record's owner and the start of its span. Reentrant:
+#: starting a span may read the context of another record (its parent).
+_LOCK = threading.RLock()
+#: id(message) -> the record of the message polled last with that identity.
+_BY_MESSAGE: dict[int, Record] = {}
+#: The last RECENT traced messages, by two keys: the producer context that
+#: created the message (a worker that forwards its headers to produce()
+#: continues under its process span) and, once its span ended, its position
+#: (a claim that comes late continues under that span instead of making a
+#: second one). Values: the live record, then what remains of it (``Trail``).
+_RECENT: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+RECENT = 4096
 
 
 class ConsumerState:
-    """Per consumer: fixed attributes, topic templates, open process spans."""
+    """Per consumer: fixed attributes, topic templates, the records awaiting its next call."""
 
     __slots__ = (
-        "aio", "base_attrs", "commits", "gaps", "group", "open", "stats", "tel", "topics",
+        "aio", "base_attrs", "claims", "commits", "detached", "gaps", "group", "open",
+        "stats", "tel", "topics", "waiting",
     )  # fmt: skip
 
     def __init__(self, conf: Mapping[str, Any] | None) -> None:
@@ -76,10 +115,19 @@ class ConsumerState:
         self.group = self.base_attrs.get(sc.MESSAGING_CONSUMER_GROUP_NAME)
         self.commits = CommitResults()
         self.topics: dict[str | None, ProcessTopic] = {}
-        self.open: deque[Open] = deque()
+        #: Records whose polling owner is released by the consumer's next call.
+        self.open: deque[Record] = deque()
+        #: Unclaimed records released by their poll, waiting for a claim.
+        self.waiting: deque[Record] = deque()
         self.tel: Telemetry | None = None
         #: Owned by a confluent_kafka.aio.AIOConsumer, which traces in the coroutine.
         self.aio = False
+        #: Polled on behalf of code elsewhere (a framework, an awaiting task): a
+        #: poll makes no context current in the polling thread.
+        self.detached = False
+        #: The app claims this consumer's messages (processing()): unclaimed
+        #: records wait for their claim instead of ending at the next poll.
+        self.claims = False
         #: The statistics callback installed in its configuration, if any.
         self.stats: Any = None
         self.gaps = loss.GapTracker(conf.get("isolation.level"))
@@ -123,73 +171,287 @@ class ProcessTopic:
         self.receive_metric_attrs = sc.metric_attributes(self.poll_attrs)
 
 
-class Open:
-    """A process span (or only its metrics) awaiting the consumer's next call."""
+class Record(Span):
+    """The process span of one polled message (or one batch): owned, then ended.
 
-    __slots__ = ("ctx", "metric_attrs", "prev", "span", "start_ns")
+    It stands in the context as the current span and starts the real one on
+    first use, so a span that a later owner (a worker task, a ``processing``
+    block) takes over before anything used it starts when that owner starts.
+    Every ``Span`` method passes through to the real span.
+    """
 
-    def __init__(self, span: Any, prev: Context | None, start_ns: int, metric_attrs: Any) -> None:
-        self.span = span
-        self.ctx: Context | None = None
-        self.prev = prev
-        self.start_ns = start_ns
+    __slots__ = (
+        "attrs", "baggage", "begin_ns", "claimed", "ctx", "done", "holds", "metric_attrs", "msg",
+        "origin", "parent_ctx", "polled", "prev", "span", "span_events", "span_links",
+        "span_name", "state", "tel", "window_end",
+    )  # fmt: skip
+
+    def __init__(self, tel: Telemetry, state: ConsumerState, name: str, parent: Context | None,
+                 links: list[Link] | None, attrs: dict[str, Any] | None, begin_ns: int,
+                 metric_attrs: dict[str, Any] | None, msg: Any) -> None:  # fmt: skip
+        self.tel = tel
+        self.state = state
+        # Named apart from the SDK span's own attributes (name, parent, links,
+        # events), which reads through to the real span return.
+        self.span_name = name
+        self.parent_ctx = parent
+        self.span_links = links
+        #: Span attributes; None when the span is the producer's own (not sampled) or
+        #: when nothing traces (metrics only).
+        self.attrs = attrs
+        self.begin_ns = begin_ns
         self.metric_attrs = metric_attrs
+        self.msg = msg
+        self.span_events: list[tuple[str, dict[str, Any]]] | None = None
+        self.span: Any = None
+        #: Owners still handling it: the poll (until the consumer's next call) and
+        #: any task it was handed to.
+        self.holds = 1
+        self.polled = True
+        self.claimed = False
+        self.done = False
+        #: The context a poll made current, and the one it replaced (for restoring).
+        self.ctx: Context | None = None
+        self.prev: Context | None = None
+        #: What the message adds to a context besides its span: baggage, origin time.
+        self.baggage: Any = None
+        self.origin: int | None = None
+        self.window_end = 0
+
+    # -- the real span, started when first needed -----------------------------------
+
+    def real(self) -> Any:
+        span = self.span
+        if span is not None:
+            return span
+        with _LOCK:
+            span = self.span
+            if span is None:
+                span = self.span = self._start()
+        return span
+
+    def _start(self) -> Any:
+        if self.attrs is None:  # not sampled by the producer, or nothing traces
+            current = self.parent_ctx.get(SPAN_KEY) if self.parent_ctx is not None else None
+            return current if current is not None else _INVALID_SPAN
+        tel = self.tel
+        span = tel.tracer.start_span(
+            self.span_name, context=self.parent_ctx, kind=_CONSUMER, attributes=self.attrs,
+            links=self.span_links, start_time=self.begin_ns,
+        )  # fmt: skip
+        if span.is_recording():
+            for name, attributes in self.span_events or ():
+                span.add_event(name, attributes)
+            hook = tel.options.consume_hook
+            if hook is not None and self.msg is not None:
+                try:
+                    hook(span, self.msg)
+                except Exception as exc:
+                    report("consume_hook", exc)
+        return span
+
+    def get_span_context(self) -> Any:
+        return self.real().get_span_context()
+
+    def is_recording(self) -> bool:
+        return bool(self.real().is_recording())
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.real().set_attribute(key, value)
+
+    def set_attributes(self, attributes: Any) -> None:
+        self.real().set_attributes(attributes)
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        self.real().add_event(name, attributes, timestamp)
+
+    def add_link(self, context: Any, attributes: Any = None) -> None:
+        self.real().add_link(context, attributes)
+
+    def update_name(self, name: str) -> None:
+        self.real().update_name(name)
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        self.real().set_status(status, description)
+
+    def record_exception(self, exception: BaseException, attributes: Any = None,
+                         timestamp: int | None = None, escaped: bool = False) -> None:  # fmt: skip
+        self.real().record_exception(exception, attributes, timestamp, escaped)
+
+    def end(self, end_time: int | None = None) -> None:
+        """Ending it by hand ends the real span (kafkaplus then has nothing left to end)."""
+        self.real().end(end_time)
+
+    def __getattr__(self, name: str) -> Any:
+        # What the SDK span offers beyond the API (name, attributes, context...).
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.real(), name)
+
+    def __repr__(self) -> str:
+        return f"<kafkaplus process record {self.span_name!r} done={self.done}>"
+
+
+# --- who ends a record --------------------------------------------------------------
+
+
+def finish(record: Record, end_ns: int, error: BaseException | None = None, *,
+           unless_claimed: bool = False) -> None:  # fmt: skip
+    """End the record's span and record its process duration (once).
+
+    ``unless_claimed``: leave it to the claim that took it meanwhile.
+    """
+    with _LOCK:
+        if record.done or (unless_claimed and record.claimed):
+            return
+        record.done = True
+    msg = record.msg
+    try:
+        if record.attrs is not None:
+            span = record.real()
+            if error is not None:
+                mark_error(span, error)
+            span.end(end_time=end_ns)
+            _forget(record, NonRecordingSpan(span.get_span_context()))
+        tel = ACTIVE.telemetry
+        attrs = record.metric_attrs
+        if attrs is not None and tel is not None and tel.metrics.per_message:
+            if error is not None:
+                attrs = {**attrs, sc.ERROR_TYPE: sc.error_type(error)}
+            tel.metrics.process_duration.record((end_ns - record.begin_ns) / 1e9, attrs)
+    except Exception as exc:
+        report("process span end", exc)
+    if msg is not None:
+        if _BY_MESSAGE.get(id(msg)) is record:
+            _BY_MESSAGE.pop(id(msg), None)
+        record.msg = None  # the app's message is not kept alive by its telemetry
+
+
+def _forget(record: Record, span: Any) -> None:
+    """The record is finished: keep only what a late claim or a forwarded header needs."""
+    ended = Trail(span, record.baggage, record.origin, record.state)
+    msg = record.msg
+    if msg is not None:
+        _remember(_position(msg), ended)
+    parent = record.parent_ctx
+    producer: Any = parent.get(SPAN_KEY) if parent is not None else None
+    if producer is not None:
+        producer_sc = producer.get_span_context()
+        key = ("p", producer_sc.trace_id, producer_sc.span_id)
+        if _RECENT.get(key) is record:
+            _RECENT[key] = ended
+
+
+def release(record: Record, end_ns: int, *, poll: bool) -> None:
+    """One owner is done with the record: the last one ends it, unless a claim owns it.
+
+    Once the app claims this consumer's messages (``processing``), a record
+    nothing used (no child span, no read of its context) when its poll lets
+    go waits for its claim instead; if none comes (at most MAX_WAITING wait,
+    or the consumer closes) it ends with the time its poll let go.
+    """
+    with _LOCK:
+        if poll:
+            if not record.polled:
+                return
+            record.polled = False
+        record.holds -= 1
+        if record.done or record.claimed or record.holds > 0:
+            return
+        if poll and record.state.claims and record.msg is not None and record.span is None:
+            record.window_end = end_ns
+            waiting = record.state.waiting
+            waiting.append(record)
+            if len(waiting) <= MAX_WAITING:
+                return
+            record = waiting.popleft()
+            end_ns = record.window_end
+    finish(record, end_ns)
 
 
 def end_open(state: ConsumerState) -> None:
-    """End every open process span of this consumer; restore our own context.
+    """The consumer's next call: release what its polls own; restore our context.
 
-    Only the calling thread's or task's context can be restored: one we
-    attached carries its ``Open`` record, found here even when another
-    thread's poll has already ended that span. The loop takes at most the
-    records present when it starts, so it ends whatever else polls meanwhile.
+    Only the calling thread's or task's context can be restored: a context we
+    made current carries its record, found here even when another thread's
+    poll has already released it. The loops take at most the records present
+    when they start, so they end whatever else polls meanwhile.
     """
-    current = _get_current()
+    restore(_get_current())
+    pending = state.open
+    if not pending:
+        return
+    end_ns = _time_ns()
+    for _ in range(len(pending)):
+        try:
+            record = pending.popleft()
+        except IndexError:  # another thread's poll took it meanwhile
+            return
+        release(record, end_ns, poll=True)
+
+
+def _end_waiting(state: ConsumerState, count: int) -> None:
+    """End up to ``count`` records still waiting (a claim may have taken some meanwhile)."""
+    waiting = state.waiting
+    for _ in range(count):
+        try:
+            record = waiting.popleft()
+        except IndexError:
+            return
+        finish(record, record.window_end, unless_claimed=True)
+
+
+def restore(current: Context) -> None:
+    """If ``current`` is a context a poll made current here, put back the one it replaced."""
     own: Any = current.get(MESSAGE_KEY)
-    if type(own) is Open and own.ctx is current and own.prev is not None:
+    if own is not None and own.ctx is current and own.prev is not None:
         otel_context.attach(own.prev)
         # The record and its context point at each other; without this the
         # pair (and the span it holds) would wait for the cyclic collector.
         own.ctx = None
-    pending = state.open
-    for _ in range(len(pending)):
-        try:
-            item = pending.popleft()
-        except IndexError:  # another thread's poll took it meanwhile
-            return
-        end_ns = _time_ns()
-        try:
-            if item.span is not None:
-                item.span.end(end_time=end_ns)
-            tel = ACTIVE.telemetry
-            if item.metric_attrs is not None and tel is not None and tel.metrics.per_message:
-                tel.metrics.process_duration.record(
-                    (end_ns - item.start_ns) / 1e9, item.metric_attrs
-                )
-        except Exception as exc:
-            report("process span end", exc)
 
 
-def process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
-    """Start the process span of one polled message and make it current.
+def drop_open(state: ConsumerState) -> None:
+    """The consumer is gone without close(): end what it still owns or waits for."""
+    end_ns = _time_ns()
+    for queue in (state.open, state.waiting):
+        while queue:
+            try:
+                record = queue.popleft()
+            except IndexError:
+                break
+            finish(record, record.window_end or end_ns)
+
+
+def close_waiting(state: ConsumerState) -> None:
+    """The consumer closes: records still waiting for a claim end as polled."""
+    _end_waiting(state, len(state.waiting))
+
+
+# --- poll(): one message ---------------------------------------------------------------
+
+
+def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool = True) -> Any:
+    """The record of one polled message, made current (``attach``) for its handling.
 
     The hot path of every consumer: C getters are called once, and a message
     whose producer did not sample it (when the sampler would drop its child
-    anyway) gets no span, only its context made current.
+    anyway) gets no span of its own, only its context carried on. Returns the
+    record, or None when nothing is recorded for the message.
     """
     ambient = _get_current()
     if ambient.get(SUPPRESS_KEY):
-        return
+        return None
     topic = msg.topic()
     info = state.topics.get(topic) if state.tel is tel else None
     if info is None:
         info = state.topic(topic, tel)
     if info.excluded:
-        return
+        return None
     tracing = tel.tracing()
     metering = tel.metering()
     if not tracing and not metering:
-        return
+        return None
     now = _time_ns()
     partition = msg.partition()
     offset = msg.offset()
@@ -198,49 +460,106 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
     headers = msg.headers()
     ext, producer_sc, origin = read_headers(headers)
     ages = _ages(now, ts, origin)
-    attrs: Any = None
-    if metering:
-        attrs = _record_consumed(tel, info, partition, skipped, ages)
-    if not tracing:
-        state.open.append(Open(_NOOP_SPAN, None, now, attrs))
-        return
-    parent_mode = tel.options.consumer_context_mode == "parent"
-    if (
-        parent_mode
-        and producer_sc is not None
-        and not producer_sc.trace_flags & _SAMPLED
-        and tel.drops_unsampled_remote()
-    ):
-        # The sampler follows the producer's "not sampled": skip building a
-        # span the SDK would drop, and keep the producer's context current so
-        # it keeps travelling downstream (nothing to end at the next poll).
-        span = ext.get(SPAN_KEY)  # type: ignore[union-attr]
-        ended = None
-    else:
-        parent, links = _parentage(ambient, ext, producer_sc, parent_mode)
-        span = ended = _start_process_span(
-            tel, state, info, msg, parent, links, now, partition, offset, skipped, ages, headers
-        )
-    # One new context: the ambient one plus our span, the message's baggage and
-    # its origin time (so a producer called while processing forwards it; on
-    # the first hop, this message's own creation is the origin).
-    values = dict(ambient)
-    values[SPAN_KEY] = span
-    if ext is not None:
-        bag: Any = ext.get(BAGGAGE_KEY)
-        if bag:
-            outer: Any = ambient.get(BAGGAGE_KEY)
-            values[BAGGAGE_KEY] = {**outer, **bag} if outer else bag
-    if origin is not None or ts is not None:
-        values[ORIGIN_KEY] = origin if origin is not None else ts
-    item = Open(ended, ambient, now, attrs)
-    values[MESSAGE_KEY] = item
-    item.ctx = ctx = Context(values)
+    metric_attrs = _record_consumed(tel, info, partition, skipped, ages) if metering else None
+    attrs = None
+    parent: Context | None = None
+    links = None
+    if tracing:
+        parent_mode = tel.options.consumer_context_mode == "parent"
+        if (
+            parent_mode
+            and producer_sc is not None
+            and not producer_sc.trace_flags & _SAMPLED
+            and tel.drops_unsampled_remote()
+        ):
+            # The sampler follows the producer's "not sampled": no span of our
+            # own, the producer's context carried on downstream.
+            parent = ext
+            if metric_attrs is None:  # and nothing to end: no record at all
+                trail = Trail(ext.get(SPAN_KEY), ext.get(BAGGAGE_KEY), origin or ts, state)  # type: ignore[union-attr]
+                if attach and not state.detached:
+                    make_current(trail, ambient)
+                return trail
+        else:
+            parent, links = _parentage(ambient, ext, producer_sc, parent_mode)
+            attrs = _span_attributes(tel, info, msg, partition, offset, ages, headers)
+    record = Record(tel, state, info.process_name, parent, links, attrs, now, metric_attrs, msg)
+    if attrs is not None and producer_sc is not None:
+        _remember(("p", producer_sc.trace_id, producer_sc.span_id), record)
+    if skipped and attrs is not None:
+        record.span_events = [(loss.GAP_EVENT, state.gaps.event_attributes(skipped, offset))]
+    if tracing:
+        record.baggage = ext.get(BAGGAGE_KEY) if ext is not None else None
+        record.origin = origin if origin is not None else ts
+        if attach and not state.detached:
+            make_current(record, ambient)
+    _BY_MESSAGE[id(msg)] = record
+    state.open.append(record)
+    return record
+
+
+def make_current(record: Record | Trail, current: Context | None = None) -> None:
+    """Make the message's context current here, until the consumer's next call restores it."""
+    if current is None:
+        current = _get_current()
+    record.prev = current
+    record.ctx = ctx = message_context(current, record)
     otel_context.attach(ctx)
-    if ended is not None or attrs is not None:
-        # Otherwise nothing to end: the context alone is restored, through
-        # the record it carries, by this thread's next call.
-        state.open.append(item)
+
+
+def message_context(base: Context, record: Record | Trail) -> Context:
+    """``base`` plus the message: its record as the current span, its baggage, its origin.
+
+    The origin (the pipeline's first creation time) lets a producer called
+    while the message is handled carry it on; on the first hop the message's
+    own timestamp is the origin.
+    """
+    values = dict(base)
+    values[SPAN_KEY] = record if type(record) is Record else record.span
+    values[MESSAGE_KEY] = record
+    bag = record.baggage
+    if bag:
+        outer: Any = base.get(BAGGAGE_KEY)
+        values[BAGGAGE_KEY] = {**outer, **bag} if outer else bag
+    if record.origin is not None:
+        values[ORIGIN_KEY] = record.origin
+    return Context(values)
+
+
+def _remember(key: tuple[Any, ...], value: Any) -> None:
+    recent = _RECENT
+    recent[key] = value
+    if len(recent) > RECENT:
+        with contextlib.suppress(KeyError):  # another thread trimmed it meanwhile
+            recent.popitem(last=False)
+
+
+def created_by(producer_sc: Any) -> Any:
+    """The record (or what remains of it) of a recent message this producer context created."""
+    return _RECENT.get(("p", producer_sc.trace_id, producer_sc.span_id))
+
+
+class Trail:
+    """A message's context without a record: enough to continue its trace.
+
+    What a message leaves when nothing of it is to be ended (its producer did
+    not sample it and no metric waits for its end), and what remains of a
+    record once its span ended (for a late claim, or forwarded headers).
+    """
+
+    __slots__ = ("baggage", "ctx", "origin", "prev", "span", "state")
+
+    def __init__(self, span: Any, baggage: Any, origin: int | None, state: ConsumerState) -> None:
+        self.span = span
+        self.baggage = baggage
+        self.origin = origin
+        self.state = state
+        self.ctx: Context | None = None
+        self.prev: Context | None = None
+
+
+def _position(msg: Any) -> tuple[Any, ...]:
+    return ("m", msg.topic(), msg.partition(), msg.offset())
 
 
 def _timestamp(msg: Any) -> int | None:
@@ -259,13 +578,8 @@ def _ages(now: int, ts: int | None, origin: int | None) -> tuple[float | None, f
     return age, origin_age
 
 
-def _record_consumed(
-    tel: Telemetry,
-    info: ProcessTopic,
-    partition: int,
-    skipped: int,
-    ages: tuple[float | None, float | None],
-) -> dict[str, Any]:
+def _record_consumed(tel: Telemetry, info: ProcessTopic, partition: int, skipped: int,
+                     ages: tuple[float | None, float | None]) -> dict[str, Any]:  # fmt: skip
     """The metrics of one message handed to the app; returns their attributes."""
     metrics = tel.metrics
     attrs = info.metric_attrs
@@ -284,9 +598,8 @@ def _record_consumed(
     return attrs
 
 
-def _parentage(
-    ambient: Context, ext: Context | None, producer_sc: Any, parent_mode: bool
-) -> tuple[Context, list[Link]]:
+def _parentage(ambient: Context, ext: Context | None, producer_sc: Any,
+               parent_mode: bool) -> tuple[Context, list[Link]]:  # fmt: skip
     """(parent, links) of one message's process span, by context mode."""
     ambient_span: Any = ambient.get(SPAN_KEY)
     ambient_sc = ambient_span.get_span_context() if ambient_span is not None else None
@@ -295,30 +608,25 @@ def _parentage(
         if producer_sc is not None:
             links.append(Link(producer_sc))
         return ambient, links
-    if producer_sc is not None:
+    if producer_sc is not None and ext is not None:
         parent = ext
         links.append(Link(producer_sc))
     else:
         parent = _ROOT
     if ambient_sc is not None and ambient_sc.is_valid:
         links.append(Link(ambient_sc))
-    return parent or _ROOT, links
+    return parent, links
 
 
-def _start_process_span(
+def _span_attributes(
     tel: Telemetry,
-    state: ConsumerState,
     info: ProcessTopic,
     msg: Any,
-    parent: Context,
-    links: list[Link],
-    now: int,
     partition: int,
     offset: int,
-    skipped: int,
     ages: tuple[float | None, float | None],
     headers: Any,
-) -> Any:
+) -> dict[str, Any]:
     opts = tel.options
     attrs = info.process_attrs.copy()
     sc.position_attributes(
@@ -335,19 +643,7 @@ def _start_process_span(
         attrs[sc.KAFKAPLUS_MESSAGE_ORIGIN_AGE] = origin_age
     if opts.header_attributes and headers:
         sc.header_attributes(attrs, headers, opts.header_attributes)
-    span = tel.tracer.start_span(
-        info.process_name, context=parent, kind=_CONSUMER, attributes=attrs,
-        links=links, start_time=now,
-    )  # fmt: skip
-    if span.is_recording():
-        if skipped:
-            span.add_event(loss.GAP_EVENT, state.gaps.event_attributes(skipped, offset))
-        if opts.consume_hook is not None:
-            try:
-                opts.consume_hook(span, msg)
-            except Exception as exc:
-                report("consume_hook", exc)
-    return span
+    return attrs
 
 
 def error_event(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
@@ -365,12 +661,19 @@ def error_event(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
         report("offset reset", exc)
 
 
-def process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start: int) -> None:
-    """The spans and metrics of a ``consume()`` batch (see the module docstring)."""
+# --- consume(): a batch ----------------------------------------------------------------
+
+
+def process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start: int, *,
+                  attach: bool = True) -> Record | None:  # fmt: skip
+    """The spans and metrics of a ``consume()`` batch (see the module docstring).
+
+    Returns the batch's process record (None when nothing is recorded).
+    """
     tracing = tel.tracing()
     metering = tel.metering()
     if not tracing and not metering:
-        return
+        return None
     now = _time_ns()
     good = []
     for msg in msgs:
@@ -380,11 +683,11 @@ def process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start: 
         else:
             error_event(tel, state, msg)
     if not good:
-        return
+        return None
     topics = {m.topic() for m in good}
     batch_topic = topics.pop() if len(topics) == 1 else None
     batch = state.topic(batch_topic, tel)
-    gaps = []
+    events = []
     links = []
     for msg in good:
         info = state.topic(msg.topic(), tel)
@@ -392,7 +695,9 @@ def process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start: 
         offset = msg.offset()
         skipped = state.gaps.observe(info.topic, partition, offset) if offset >= 0 else 0
         if skipped:
-            gaps.append((msg, skipped))
+            event = state.gaps.event_attributes(skipped, offset)
+            event[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
+            events.append((loss.GAP_EVENT, event))
         _, producer_sc, origin = read_headers(msg.headers())
         if metering:
             _record_consumed(tel, info, partition, skipped, _ages(now, _timestamp(msg), origin))
@@ -404,9 +709,11 @@ def process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start: 
             links.append(Link(producer_sc, link_attrs))
     if metering and tel.metrics.per_message:
         tel.metrics.operation_duration.record((now - start) / 1e9, batch.receive_metric_attrs)
+    metric_attrs = batch.metric_attrs if metering else None
     if not tracing:
-        state.open.append(Open(_NOOP_SPAN, None, now, batch.metric_attrs))
-        return
+        record = Record(tel, state, "", None, None, None, now, metric_attrs, None)
+        state.open.append(record)
+        return record
     count = len(good)
     poll_attrs = batch.poll_attrs.copy()
     poll_attrs[sc.MESSAGING_BATCH_MESSAGE_COUNT] = count
@@ -417,41 +724,194 @@ def process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start: 
         pid = str(partitions.pop())
         poll_attrs[sc.MESSAGING_DESTINATION_PARTITION_ID] = pid
         process_attrs[sc.MESSAGING_DESTINATION_PARTITION_ID] = pid
-    tracer = tel.tracer
-    receive = tracer.start_span(
+    receive = tel.tracer.start_span(
         batch.poll_name, kind=_CLIENT, attributes=poll_attrs, links=links, start_time=start
     )
     end_span(receive, now)
     ambient = _get_current()
-    span = tracer.start_span(
-        batch.process_name, context=ambient, kind=_CONSUMER, attributes=process_attrs,
-        links=links, start_time=now,
-    )  # fmt: skip
-    opts = tel.options
-    if span.is_recording():
-        for msg, skipped in gaps:
-            event = state.gaps.event_attributes(skipped, msg.offset())
-            event[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(msg.partition())
-            span.add_event(loss.GAP_EVENT, event)
-        if opts.consume_hook is not None:
+    record = Record(tel, state, batch.process_name, ambient, links, process_attrs, now,
+                    metric_attrs, None)  # fmt: skip
+    record.span_events = events
+    hook = tel.options.consume_hook
+    if hook is not None:
+        span = record.real()
+        if span.is_recording():
             for msg in good:
                 try:
-                    opts.consume_hook(span, msg)
+                    hook(span, msg)
                 except Exception as exc:
                     report("consume_hook", exc)
-    item = Open(span, ambient, now, batch.metric_attrs if metering else None)
-    item.ctx = ctx = Context({**ambient, SPAN_KEY: span, MESSAGE_KEY: item})
-    otel_context.attach(ctx)
-    state.open.append(item)
+    if attach and not state.detached:
+        make_current(record)
+    state.open.append(record)
+    return record
 
 
-def drop_open(state: ConsumerState) -> None:
-    """The consumer was dropped without close(): its open spans still end.
+# --- handling elsewhere: hand-offs and claims -----------------------------------------
 
-    The context they were current in cannot be restored from here (the
-    garbage collector may run in any thread).
+
+def current_message(ctx: Context) -> Record | Trail | None:
+    """What ``ctx`` carries of the message being handled there: its live record, or its trail."""
+    found: Any = ctx.get(MESSAGE_KEY)
+    if type(found) is Trail or (type(found) is Record and not found.done):
+        return found
+    return None
+
+
+def hand_off(record: Record) -> bool:
+    """A task will handle the record's message elsewhere: it holds the record until done.
+
+    Returns False when the record ended meanwhile (the task then only carries
+    its context).
     """
-    for item in list(state.open):
-        if item.span is not None:
-            end_span(item.span)
-    state.open.clear()
+    with _LOCK:
+        if record.done:
+            return False
+        record.holds += 1
+        return True
+
+
+def task_started(record: Record) -> None:
+    """A handed-off task starts: if nothing else handled the message, the span starts now."""
+    with _LOCK:
+        if record.span is None and not record.polled and not record.claimed:
+            record.begin_ns = _time_ns()
+
+
+def task_done(record: Record) -> None:
+    release(record, _time_ns(), poll=False)
+
+
+#: Templates for messages kafkaplus did not see polled (no client attributes known).
+_STRAY = ConsumerState(None)
+
+
+class Claim:
+    """A block that handles one message: its process span, exactly.
+
+    Returned by ``processing(msg)``; see the package's public API.
+    """
+
+    __slots__ = ("_owner", "_record", "_token", "msg")
+
+    def __init__(self, msg: Any) -> None:
+        self.msg = msg
+        self._record: Any = None
+        self._owner = False
+        self._token: Any = None
+
+    def __enter__(self) -> Claim:
+        try:
+            record, self._owner = _claim(self.msg)
+            self._record = record
+            if record is not None and carries(record):
+                self._token = otel_context.attach(message_context(_get_current(), record))
+        except Exception as exc:
+            report("processing()", exc)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            if self._token is not None:
+                otel_context.detach(self._token)
+                self._token = None
+            record = self._record
+            if record is not None and self._owner:
+                finish(record, _time_ns(), exc)
+        except Exception as err:
+            report("processing()", err)
+
+    async def __aenter__(self) -> Claim:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def discard(msg: Any) -> None:
+    """Another instrumentation makes this message's process span: kafkaplus makes none.
+
+    For framework telemetry the app switched on. The record ends with no span
+    and no process duration, unless something already started its span (then
+    it ends as usual: a started span is never dropped).
+    """
+    record = _BY_MESSAGE.get(id(msg))
+    if record is None or record.msg is not msg:
+        return
+    with _LOCK:
+        if record.done or record.claimed or record.span is not None:
+            return
+        record.done = True
+    _BY_MESSAGE.pop(id(msg), None)
+    record.msg = None
+
+
+def _claim(msg: Any) -> tuple[Any, bool]:
+    """(record, owner): what the claim continues, and whether it ends the message's span."""
+    record = _BY_MESSAGE.get(id(msg))
+    if record is not None and record.msg is msg:
+        with _LOCK:
+            record.state.claims = True
+            if record.done or record.claimed:
+                return record, False  # too late, or another block has it: its context only
+            record.claimed = True
+            if record.span is None:
+                record.begin_ns = _time_ns()
+        return record, True
+    try:
+        ended = _RECENT.get(_position(msg))
+    except Exception:  # not a message we can place
+        ended = None
+    if ended is not None:
+        # Its span ended before this claim: continue under it, make no second one.
+        ended.state.claims = True
+        return ended, False
+    return _unpolled(msg), True
+
+
+def _unpolled(msg: Any) -> Record | None:
+    """A record for a message kafkaplus did not see polled (a batch's, or from elsewhere)."""
+    tel = ACTIVE.telemetry
+    if tel is None or not (tel.tracing() or tel.metering()):
+        return None
+    try:
+        topic = msg.topic()
+        if not isinstance(topic, str):
+            return None
+    except Exception:
+        return None
+    state = _STRAY
+    info = state.topic(topic, tel)
+    if info.excluded:
+        return None
+    now = _time_ns()
+    ext, producer_sc, origin = read_headers(msg.headers())
+    ages = _ages(now, _timestamp(msg), origin)
+    metric_attrs = info.metric_attrs if tel.metering() else None
+    attrs = parent = links = None
+    if tel.tracing():
+        parent_mode = tel.options.consumer_context_mode == "parent"
+        parent, links = _parentage(_get_current(), ext, producer_sc, parent_mode)
+        attrs = _span_attributes(tel, info, msg, msg.partition(), msg.offset(), ages, msg.headers())
+    record = Record(tel, state, info.process_name, parent, links, attrs, now, metric_attrs, msg)
+    record.polled = False
+    record.holds = 0
+    record.claimed = True
+    record.baggage = ext.get(BAGGAGE_KEY) if ext is not None else None
+    record.origin = origin if origin is not None else _timestamp(msg)
+    return record
+
+
+def carries(record: Record | Trail | None) -> bool:
+    """Whether the record has a trace context to make current (not metrics only)."""
+    if isinstance(record, Record):
+        return record.parent_ctx is not None
+    return record is not None
+
+
+def context_of(msg: Any) -> Context | None:
+    """The context of a polled message (its process span, baggage, origin), or None."""
+    record = _BY_MESSAGE.get(id(msg))
+    if record is None or record.msg is not msg or not carries(record):
+        return None
+    return message_context(_get_current(), record)

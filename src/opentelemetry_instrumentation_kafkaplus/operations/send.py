@@ -42,8 +42,8 @@ from ..core.calls import Call
 from ..core.errors import KafkaFailure, report, warn_once
 from ..core.propagation import MESSAGE_KEY, ORIGIN_KEY, forwarded
 from ..core.sdkaccess import BAGGAGE_KEY, SPAN_KEY
-from ..core.telemetry import Telemetry, end_span, fail_span
-from . import loss
+from ..core.telemetry import Telemetry, end_span, fail_span, send_owned_elsewhere
+from . import loss, process
 
 _PRODUCER = SpanKind.PRODUCER
 _INVALID = trace.INVALID_SPAN_CONTEXT
@@ -122,14 +122,25 @@ class SendTopic:
 
 
 def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, client: Any,
-         orig: Any) -> Any:  # fmt: skip
-    """Produce one message with its span: the traced body of ``produce()``."""
+         orig: Any, tracing: bool, metering: bool) -> Any:  # fmt: skip
+    """Produce one message with its span: the traced body of ``produce()``.
+
+    ``tracing`` and ``metering`` are what the telemetry records right now, as
+    the client already asked.
+    """
     named = call.named
     span = None
     try:
-        ctx = _get_current()
-        parent, links, out_ctx = _parentage(tel, ctx, named.get("headers"))
-        if tel.tracing():
+        ctx = call.ctx
+        headers = named.get("headers")
+        if headers and ctx.get(MESSAGE_KEY) is None:
+            parent, links, out_ctx = _forwarded(tel, ctx, headers)
+        else:
+            parent, links, out_ctx = ctx, None, ctx
+        if tracing and send_owned_elsewhere(ctx):
+            tracing = False  # another instrumentation's send span: no span, headers as given
+            out_ctx = None  # type: ignore[assignment]
+        if tracing:
             span = start_span(tel, info, named, parent, links)
             span_ctx = span.get_span_context()
             recording = span.is_recording()
@@ -138,12 +149,10 @@ def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, clie
             recording = False
         if span_ctx.is_valid:
             try:
-                named["headers"] = tel.injector.inject(
-                    named.get("headers"), out_ctx, span_ctx, span
-                )
+                named["headers"] = tel.injector.inject(headers, out_ctx, span_ctx, span)
             except Exception as exc:  # a broken propagator: the message goes without
                 report("trace context injection", exc)
-        callback = delivery_for(tel, state, info, call.callback, span if recording else None)
+        callback = delivery_for(state, info, call.callback, span if recording else None, metering)
     except Exception as exc:
         report("producer instrumentation", exc)
         if span is not None:
@@ -158,28 +167,31 @@ def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, clie
         if span is not None:
             fail_span(span, exc)
         raise
-    if span is not None and not holds(callback, span):
-        end_span(span)
+    if span is not None and (type(callback) is not Delivery or callback.span is not span):
+        end_span(span)  # nothing holds it to the report
     return result
 
 
-def _parentage(
+def _forwarded(
     tel: Telemetry, ctx: Context, headers: Any
 ) -> tuple[Context, list[Link] | None, Context]:
     """(parent context, links, context whose baggage and origin go out) of a send span.
 
-    The forwarded-context rule of the module docstring. Reading the caller's
-    headers costs something only when the app passes headers and no message
-    is being processed in this context.
+    The forwarded-context rule of the module docstring, for a call that passes
+    headers while no message is being processed in this context.
     """
-    if not headers or ctx.get(MESSAGE_KEY) is not None:
-        return ctx, None, ctx
     fwd_ctx, fwd_sc, origin = forwarded(headers)
     if fwd_sc is None:
         return ctx, None, ctx
     current = _span_context(ctx)
     if current.trace_id == fwd_sc.trace_id:
         return ctx, None, ctx
+    consumed = process.created_by(fwd_sc)
+    if consumed is not None and tel.options.consumer_context_mode == "parent":
+        # The forwarded headers are those of a message consumed here: continue
+        # under its process span, as if its context were current.
+        base = process.message_context(ctx, consumed)
+        return base, ([Link(current)] if current.is_valid else None), base
     values = dict(ctx)
     bag: Any = fwd_ctx.get(BAGGAGE_KEY) if fwd_ctx is not None else None
     if bag:
@@ -230,7 +242,7 @@ def start_span(tel: Telemetry, info: SendTopic, named: Mapping[str, Any], parent
 
 
 def delivery_for(
-    tel: Telemetry, state: ProducerState, info: SendTopic, user_cb: Any, span: Any
+    state: ProducerState, info: SendTopic, user_cb: Any, span: Any, metering: bool
 ) -> Any:
     """The delivery callback to hand librdkafka for one message (None: the client's default).
 
@@ -241,7 +253,7 @@ def delivery_for(
     callback of its own on a client whose default is unknown is left alone:
     that default must not be bypassed.
     """
-    if span is None and not state.only_error and not tel.metering():
+    if span is None and not state.only_error and not metering:
         return user_cb
     if user_cb is None:
         if not state.default_known:
@@ -405,6 +417,7 @@ def send_batch(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call
             )
         batch_cb = call.callback
         batch_partition = named.get("partition", -1)
+        metering = tel.metering()
         ctx = _get_current()
         for m in messages:
             fields = m if "partition" in m else {**m, "partition": batch_partition}
@@ -412,7 +425,8 @@ def send_batch(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call
             spans.append(span)
             copy = dict(m)
             own = m.get("callback") or batch_cb
-            callback = delivery_for(tel, state, info, own, span if span.is_recording() else None)
+            recording = span if span.is_recording() else None
+            callback = delivery_for(state, info, own, recording, metering)
             if callback is not None:
                 copy["callback"] = callback
             copies.append(copy)

@@ -1,0 +1,185 @@
+"""Service shapes with threads and asyncio executors: every journey one trace, on both brokers.
+
+request -> send A -> process A -> (worker) send B -> process B, for each message.
+Each test asserts N/N journeys in one trace, the parent of every span, no span
+twice, and that ``process A`` covers the worker's handling of the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+
+from conftest import assigned_consumer, poll_messages, producer, unique
+from opentelemetry_instrumentation_kafkaplus import processing
+from shapes import journeys, no_doubles
+
+N = 12
+WORK_S = 0.02
+
+
+def seed(bootstrap: str, otel: Any, topic: str, n: int = N) -> list[str]:
+    """n messages to ``topic``, each produced inside a request span of its own."""
+    tracer = otel.tracer_provider.get_tracer("app")
+    p = producer(bootstrap)
+    keys = [f"k{i}" for i in range(n)]
+    for key in keys:
+        with tracer.start_as_current_span("request", attributes={"key": key}):
+            p.produce(topic, value=key.encode(), key=key.encode(), partition=0)
+    assert p.flush(30) == 0
+    return keys
+
+
+def drain(bootstrap: str, topic: str, n: int = N) -> None:
+    """The downstream service: poll n messages in one thread, close."""
+    c = assigned_consumer(bootstrap, topic)
+    poll_messages(c, n)
+    c.close()
+
+
+def check(otel: Any, a: str, b: str, keys: list[str], handled: dict[str, tuple[int, int]],
+          covered: list[str] | None = None) -> None:  # fmt: skip
+    """Journeys, no doubles, and ``process A`` covering the handling of ``covered`` (all)."""
+    spans = otel.spans()
+    no_doubles(spans, [f"send {a}", f"process {a}", f"send {b}", f"process {b}"], len(keys))
+    for j in journeys(spans, a, b, keys):
+        if covered is not None and j.key not in covered:
+            continue
+        start, end = handled[j.key]
+        assert j.process_a.start_time <= start and j.process_a.end_time >= end, j.key
+        assert (j.process_a.end_time - j.process_a.start_time) / 1e9 >= WORK_S
+
+
+def _transform(p: Any, b: str, msg: Any, handled: dict[str, tuple[int, int]],
+               forward: bool) -> None:  # fmt: skip
+    start = time.time_ns()
+    time.sleep(WORK_S)
+    p.produce(b, value=msg.value().upper(), key=msg.key(), partition=0,
+              headers=msg.headers() if forward else None)  # fmt: skip
+    handled[msg.key().decode()] = (start, time.time_ns())
+
+
+@pytest.mark.parametrize("forward", [False, True], ids=["plain", "forwarded-headers"])
+def test_worker_pool_zero_code(bootstrap: str, otel: Any, forward: bool) -> None:
+    """One thread polls, a ThreadPoolExecutor of 4 transforms and produces."""
+    a, b = unique("a"), unique("b")
+    keys = seed(bootstrap, otel, a)
+    c = assigned_consumer(bootstrap, a)
+    p = producer(bootstrap)
+    handled: dict[str, tuple[int, int]] = {}
+    with ThreadPoolExecutor(4) as pool:
+        poll_messages(c, N, submit=lambda m: pool.submit(_transform, p, b, m, handled, forward))
+    c.close()
+    assert p.flush(30) == 0
+    drain(bootstrap, b)
+    check(otel, a, b, keys, handled)
+
+
+def test_queue_workers_with_processing(bootstrap: str, otel: Any) -> None:
+    """One thread polls into a queue; long-lived workers claim each message.
+
+    As in a running service, the first message is claimed before the rest
+    arrive. (Messages a consumer polled before the app's first claim, and whose
+    poll let go before it came, keep the poll-to-next-poll span: documented.)
+    """
+    a, b = unique("a"), unique("b")
+    keys = seed(bootstrap, otel, a, 1)
+    c = assigned_consumer(bootstrap, a)
+    p = producer(bootstrap)
+    handled: dict[str, tuple[int, int]] = {}
+    blocks: dict[str, tuple[int, int]] = {}
+    work: queue.Queue[Any] = queue.Queue()
+
+    def worker() -> None:
+        while (msg := work.get()) is not None:
+            before = time.time_ns()
+            with processing(msg):
+                blocks[msg.key().decode()] = (before, time.time_ns())
+                _transform(p, b, msg, handled, forward=False)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    polled: dict[str, int] = {}
+
+    def hand_over(msg: Any) -> None:
+        polled[msg.key().decode()] = time.time_ns()
+        work.put(msg)
+
+    poll_messages(c, 1, submit=hand_over)
+    deadline = time.monotonic() + 10
+    while not blocks and time.monotonic() < deadline:
+        time.sleep(0.01)
+    tracer = otel.tracer_provider.get_tracer("app")
+    seeder = producer(bootstrap)
+    for i in range(1, N):
+        keys.append(key := f"k{i}")
+        with tracer.start_as_current_span("request", attributes={"key": key}):
+            seeder.produce(a, value=key.encode(), key=key.encode(), partition=0)
+    assert seeder.flush(30) == 0
+    poll_messages(c, N - 1, submit=hand_over)
+    for _ in threads:
+        work.put(None)
+    for t in threads:
+        t.join()
+    c.close()
+    assert p.flush(30) == 0
+    drain(bootstrap, b)
+    # Each message's process span is its block exactly: claimed before the
+    # consumer's next poll (the first), or waiting for its claim once the app
+    # claims this consumer's messages (the rest, polled after the first claim).
+    check(otel, a, b, keys, handled)
+    spans = {s.attributes["messaging.kafka.message.key"]: s for s in otel.spans(f"process {a}")}
+    first_claim = min(inside for _, inside in blocks.values())
+    assert all(polled[k] > first_claim for k in keys[1:])
+    for key in keys:
+        before, inside = blocks[key]
+        assert before <= spans[key].start_time <= inside, key
+
+
+@pytest.mark.parametrize("how", ["to_thread", "run_in_executor"])
+def test_asyncio_polls_in_an_executor(bootstrap: str, otel: Any, how: str) -> None:
+    """An asyncio task polls through a thread and handles the message itself."""
+    a, b = unique("a"), unique("b")
+    keys = seed(bootstrap, otel, a)
+    c = assigned_consumer(bootstrap, a)
+    p = producer(bootstrap)
+    handled: dict[str, tuple[int, int]] = {}
+
+    async def service() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        got = 0
+        deadline = time.monotonic() + 30
+        while got < N and time.monotonic() < deadline:
+            if how == "to_thread":
+                msg = await asyncio.to_thread(c.poll, 0.5)
+            else:
+                msg = await loop.run_in_executor(None, c.poll, 0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            start = time.time_ns()
+            await asyncio.sleep(WORK_S)  # the handling, in this task
+            p.produce(b, value=msg.value().upper(), key=msg.key(), partition=0)
+            handled[msg.key().decode()] = (start, time.time_ns())
+            got += 1
+
+        # Nothing of the last message leaks into unrelated executor jobs.
+        def current_valid() -> bool:
+            return trace.get_current_span().get_span_context().is_valid
+
+        await loop.run_in_executor(None, c.close)  # the consumer's last call ends the last span
+        return (await asyncio.to_thread(current_valid),
+                await loop.run_in_executor(None, current_valid))  # fmt: skip
+
+    leaked = asyncio.run(service())
+    assert leaked == (False, False)
+    assert p.flush(30) == 0
+    drain(bootstrap, b)
+    check(otel, a, b, keys, handled)
