@@ -173,7 +173,7 @@ def test_malformed_messages_never_break_the_consumer(bootstrap, otel, caplog):
         else:
             assert span.parent.span_id == tp_span(parent), case
             assert span.context.trace_id == tp_trace(parent), case
-            assert [ln.context.span_id for ln in span.links] == [tp_span(parent)], case
+            assert list(span.links) == [], case  # no link that repeats the parent
         if value is None:
             assert attrs["messaging.kafka.message.tombstone"] is True, case
         if key == b"\xff\xfe\x80":

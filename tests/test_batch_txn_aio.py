@@ -76,9 +76,10 @@ def test_transactions_are_traced_and_deliveries_end_inside_commit(mock_cluster, 
     (send,) = otel.spans(f"send {dst}")
     assert send.attributes["messaging.kafka.offset"] >= 0
     names = [s.name for s in otel.spans() if s.kind is SpanKind.CLIENT]
-    for name in ("init_transactions", "begin_transaction", f"commit {src}", "commit_transaction"):
+    for name in ("init_transactions", "begin_transaction", f"send_offsets_to_transaction {src}",
+                 "commit_transaction"):  # fmt: skip
         assert name in names
-    offsets = otel.span(f"commit {src}")
+    offsets = otel.span(f"send_offsets_to_transaction {src}")
     assert offsets.attributes["messaging.operation.type"] == "settle"
     # One partition: its id and the committed offset, as on a commit() span.
     assert offsets.attributes["messaging.destination.partition.id"] == "0"

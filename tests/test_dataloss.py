@@ -26,9 +26,9 @@ from opentelemetry_instrumentation_kafkaplus.core import semconv as sc
 from opentelemetry_instrumentation_kafkaplus.operations import loss as dataloss
 from trace_files import write_jaeger_json, write_otlp_json
 
-SKIPPED = "kafka.consumer.skipped_messages"
-RESETS = "kafka.consumer.offset_resets"
-UNDELIVERED = "kafka.producer.undelivered_messages"
+SKIPPED = "kafkaplus.consumer.skipped.messages"
+RESETS = "kafkaplus.consumer.offset.resets"
+UNDELIVERED = "kafkaplus.producer.undelivered.messages"
 SENT = "messaging.client.sent.messages"
 PARTITION = "messaging.destination.partition.id"
 

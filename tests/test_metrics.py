@@ -35,14 +35,45 @@ def test_semconv_metrics_count_what_was_sent_and_consumed(mock_cluster, otel):
     (consumed,) = _by_topic(otel.metric_points("messaging.client.consumed.messages"), topic)
     assert consumed.value == 7
     assert consumed.attributes["messaging.consumer.group.name"] == "m-group"
+    # Counted where messages are handed to the app: the receive operation.
+    assert consumed.attributes["messaging.operation.name"] == "poll"
+    assert consumed.attributes["messaging.operation.type"] == "receive"
     durations = _by_topic(otel.metric_points("messaging.client.operation.duration"), topic)
     (send_duration,) = [p for p in durations if p.attributes["messaging.operation.type"] == "send"]
     assert send_duration.count == 7
     assert tuple(send_duration.explicit_bounds) == BUCKETS
     (process,) = _by_topic(otel.metric_points("messaging.process.duration"), topic)
     assert process.count == 7 and tuple(process.explicit_bounds) == BUCKETS
-    (age,) = _by_topic(otel.metric_points("kafka.message.age"), topic)
-    assert age.count == 7 and age.min >= 0
+    assert process.attributes["messaging.operation.name"] == "process"
+    # The default set is the conventions' metrics: no message-age histograms.
+    assert otel.metric_points("kafkaplus.message.age") == []
+
+
+def test_metric_sets_all_and_none(mock_cluster, otel_factory):
+    """metrics=all adds the age histograms; metrics=none records no per-message metric
+    but keeps counting data loss."""
+    topic = unique()
+    everything = otel_factory(metrics="all")
+    produce_and_flush(producer(mock_cluster), topic, 3)
+    c = assigned_consumer(mock_cluster, topic)
+    poll_messages(c, 3)
+    c.close()
+    (age,) = _by_topic(everything.metric_points("kafkaplus.message.age"), topic)
+    assert age.count == 3 and age.min >= 0
+    everything.instrumentor.uninstrument()
+
+    from kafkaplus_tools.brokers import free_port
+
+    nothing = otel_factory(metrics="none")
+    produce_and_flush(producer(mock_cluster), topic, 2)
+    dead = producer(f"127.0.0.1:{free_port()}", **{"message.timeout.ms": 300})
+    dead.produce(topic, b"x")
+    dead.flush(10)
+    names = {m.name for rm in nothing.reader.get_metrics_data().resource_metrics
+             for sm in rm.scope_metrics for m in sm.metrics}  # fmt: skip
+    assert names == {"kafkaplus.producer.undelivered.messages"}
+    (lost,) = _by_topic(nothing.metric_points("kafkaplus.producer.undelivered.messages"), topic)
+    assert lost.value == 1
 
 
 def test_failed_deliveries_carry_error_type(otel):
@@ -55,11 +86,12 @@ def test_failed_deliveries_carry_error_type(otel):
     p.flush(10)
     (sent,) = _by_topic(otel.metric_points("messaging.client.sent.messages"), topic)
     assert sent.value == 3 and sent.attributes["error.type"] == "_MSG_TIMED_OUT"
-    (lost,) = _by_topic(otel.metric_points("kafka.producer.undelivered_messages"), topic)
+    (lost,) = _by_topic(otel.metric_points("kafkaplus.producer.undelivered.messages"), topic)
     assert lost.value == 3
 
 
-def test_origin_age_survives_two_hops(mock_cluster, otel):
+def test_origin_age_survives_two_hops(mock_cluster, otel_factory):
+    otel = otel_factory(metrics="all")
     first, second = unique("hop1"), unique("hop2")
     p = producer(mock_cluster)
     produce_and_flush(p, first)
@@ -72,11 +104,11 @@ def test_origin_age_survives_two_hops(mock_cluster, otel):
     c2 = assigned_consumer(mock_cluster, second)
     (m2,) = poll_messages(c2, 1)
     c2.close()
-    (origin,) = _by_topic(otel.metric_points("kafka.message.origin_age"), second)
-    (age,) = _by_topic(otel.metric_points("kafka.message.age"), second)
+    (origin,) = _by_topic(otel.metric_points("kafkaplus.message.origin_age"), second)
+    (age,) = _by_topic(otel.metric_points("kafkaplus.message.age"), second)
     assert origin.min >= age.max + 0.3
     (process,) = otel.spans(f"process {second}")
-    assert process.attributes["messaging.kafka.message.origin_age"] >= 0.3
+    assert process.attributes["kafkaplus.message.origin_age"] >= 0.3
     # The second hop carries the first message's creation time, not its own.
     assert dict(m2.headers())["kafkaplus-origin-ms"] == str(m.timestamp()[1]).encode()
 
@@ -91,7 +123,7 @@ def test_statistics_consumer_lag_rises_then_returns_to_zero(mock_cluster, otel_f
     c.subscribe([topic])
 
     def lag():
-        pts = [x for x in otel.metric_points("kafka.consumer.lag")
+        pts = [x for x in otel.metric_points("kafkaplus.consumer.lag")
                if x.attributes.get("messaging.destination.name") == topic
                and x.attributes.get("messaging.consumer.group.name") == group]
         return sum(x.value for x in pts) if pts else None
@@ -121,9 +153,9 @@ def test_app_stats_cb_gets_identical_json_and_batch_metrics_follow_linger(mock_c
                                       "stats_cb": seen.append})  # fmt: skip
 
         def observed():
-            return [x.value for x in otel.metric_points("kafka.producer.batch.messages")
+            return [x.value for x in otel.metric_points("kafkaplus.producer.batch.message.count")
                     if x.attributes.get("messaging.destination.name") == topic
-                    and x.attributes.get("kafka.stat") == "avg"]
+                    and x.attributes.get("kafkaplus.stat") == "avg"]
 
         # Produce steadily until statistics have reported a few intervals with
         # batches in them (served by poll(); a busy machine may take longer).

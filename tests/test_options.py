@@ -24,7 +24,8 @@ def test_keywords_win_over_env_and_bad_env_falls_back(caplog):
     with caplog.at_level(logging.WARNING):
         opts = config.resolve({"consumer_context_mode": "parent"}, env)
     assert opts.consumer_context_mode == "parent"
-    assert opts.capture_key is True
+    # OpenTelemetry's rule for booleans: anything but true/false is false, with a warning.
+    assert opts.capture_key is False
     assert "OTEL_PYTHON_KAFKAPLUS_CAPTURE_KEY" in caplog.text
     assert opts.topic_excluded("__consumer_offsets") and opts.topic_excluded("x.internal")
     assert not opts.topic_excluded("orders")

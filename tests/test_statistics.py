@@ -211,9 +211,9 @@ Env = tuple[InMemoryMetricReader, StatisticsBridge]
 PRODUCER_BASE = {
     "messaging.system": "kafka",
     "messaging.client.id": "p-stats",
-    "kafka.client.name": "p-stats#producer-5",
+    "kafkaplus.client.name": "p-stats#producer-5",
 }
-BROKER_1 = {"server.address": "127.0.0.1", "server.port": 32875, "kafka.broker.id": 1}
+BROKER_1 = {"server.address": "127.0.0.1", "server.port": 32875, "kafkaplus.broker.id": 1}
 
 
 def test_producer_payload_gives_exact_points(env: Env) -> None:
@@ -221,12 +221,12 @@ def test_producer_payload_gives_exact_points(env: Env) -> None:
     bridge.record(producer_payload())
     points = collect(reader)
 
-    assert points["kafka.client.reply_queue.events"] == [(3, PRODUCER_BASE)]
-    assert points["kafka.producer.queue.messages"] == [(100, PRODUCER_BASE)]
-    assert points["kafka.producer.queue.size"] == [(10000, PRODUCER_BASE)]
-    assert points["kafka.producer.queue.max_messages"] == [(100000, PRODUCER_BASE)]
-    assert points["kafka.producer.sent.messages"] == [(11600, PRODUCER_BASE)]
-    assert points["kafka.producer.sent.bytes"] == [(1206890, PRODUCER_BASE)]
+    assert points["kafkaplus.client.reply_queue.event.count"] == [(3, PRODUCER_BASE)]
+    assert points["kafkaplus.producer.queue.message.count"] == [(100, PRODUCER_BASE)]
+    assert points["kafkaplus.producer.queue.size"] == [(10000, PRODUCER_BASE)]
+    assert points["kafkaplus.producer.queue.message.limit"] == [(100000, PRODUCER_BASE)]
+    assert points["kafkaplus.producer.sent.messages"] == [(11600, PRODUCER_BASE)]
+    assert points["kafkaplus.producer.sent.bytes"] == [(1206890, PRODUCER_BASE)]
     # A producer reports no consumer-side series at all.
     for name in METRIC_NAMES:
         if name.startswith("kafka.consumer."):
@@ -234,48 +234,48 @@ def test_producer_payload_gives_exact_points(env: Env) -> None:
 
     # Only the learned broker: the bootstrap entry (nodeid -1) is skipped.
     broker_attrs = {**PRODUCER_BASE, **BROKER_1}
-    assert points["kafka.broker.requests"] == [(583, broker_attrs)]
-    assert points["kafka.broker.responses"] == [(580, broker_attrs)]
-    assert points["kafka.broker.request.errors"] == [(1, broker_attrs)]
-    assert points["kafka.broker.response.errors"] == [(2, broker_attrs)]
-    assert points["kafka.broker.request.retries"] == [(3, broker_attrs)]
-    assert points["kafka.broker.request.timeouts"] == [(4, broker_attrs)]
-    assert points["kafka.broker.inflight.requests"] == [(2, broker_attrs)]
+    assert points["kafkaplus.broker.requests"] == [(583, broker_attrs)]
+    assert points["kafkaplus.broker.responses"] == [(580, broker_attrs)]
+    assert points["kafkaplus.broker.request.errors"] == [(1, broker_attrs)]
+    assert points["kafkaplus.broker.response.errors"] == [(2, broker_attrs)]
+    assert points["kafkaplus.broker.request.retries"] == [(3, broker_attrs)]
+    assert points["kafkaplus.broker.request.timeouts"] == [(4, broker_attrs)]
+    assert points["kafkaplus.broker.inflight.request.count"] == [(2, broker_attrs)]
 
     # Window stats: microseconds and milliseconds become seconds, one point per stat.
-    assert sorted((a["kafka.stat"], v) for v, a in points["kafka.broker.rtt"]) == [
+    assert sorted((a["kafkaplus.stat"], v) for v, a in points["kafkaplus.broker.rtt"]) == [
         ("avg", 0.000137),
         ("max", 0.000655),
         ("p50", 0.0001),
         ("p99", 0.000619),
     ]
-    assert values(points, "kafka.producer.queue.time", kafka__stat="avg") == [0.019818]
-    assert values(points, "kafka.broker.request.queue_time", kafka__stat="p99") == [0.000193]
+    assert values(points, "kafkaplus.producer.queue.time", kafkaplus__stat="avg") == [0.019818]
+    assert values(points, "kafkaplus.broker.request.queue_time", kafkaplus__stat="p99") == [0.000193]
     # No throttle sample in the interval means no throttling, reported as 0.
-    assert sorted(v for v, _ in points["kafka.broker.throttle.time"]) == [0, 0, 0, 0]
-    rtt_attrs = next(a for v, a in points["kafka.broker.rtt"] if a["kafka.stat"] == "avg")
-    assert rtt_attrs == {**broker_attrs, "kafka.stat": "avg"}
+    assert sorted(v for v, _ in points["kafkaplus.broker.throttle.time"]) == [0, 0, 0, 0]
+    rtt_attrs = next(a for v, a in points["kafkaplus.broker.rtt"] if a["kafkaplus.stat"] == "avg")
+    assert rtt_attrs == {**broker_attrs, "kafkaplus.stat": "avg"}
 
     topic_attrs = {**PRODUCER_BASE, "messaging.destination.name": "t2"}
-    assert sorted((a["kafka.stat"], v) for v, a in points["kafka.producer.batch.size"]) == [
+    assert sorted((a["kafkaplus.stat"], v) for v, a in points["kafkaplus.producer.batch.size"]) == [
         ("avg", 2511),
         ("max", 4393),
         ("p50", 2400),
         ("p99", 4300),
     ]
-    assert values(points, "kafka.producer.batch.messages", kafka__stat="avg") == [21]
+    assert values(points, "kafkaplus.producer.batch.message.count", kafkaplus__stat="avg") == [21]
     assert all(
-        {k: v for k, v in a.items() if k != "kafka.stat"} == topic_attrs
-        for _, a in points["kafka.producer.batch.size"]
+        {k: v for k, v in a.items() if k != "kafkaplus.stat"} == topic_attrs
+        for _, a in points["kafkaplus.producer.batch.size"]
     )
 
     # Partition "-1" (the unassigned queue) is skipped; partition ids are strings.
     part_attrs = {**topic_attrs, "messaging.destination.partition.id": "0"}
-    assert points["kafka.producer.partition.queue.messages"] == [(7, part_attrs)]
-    assert points["kafka.producer.partition.queue.size"] == [(700, part_attrs)]
-    assert points["kafka.producer.partition.transmit_queue.messages"] == [(5, part_attrs)]
-    assert points["kafka.producer.partition.transmit_queue.size"] == [(500, part_attrs)]
-    assert points["kafka.producer.partition.inflight.messages"] == [(2, part_attrs)]
+    assert points["kafkaplus.producer.partition.queue.message.count"] == [(7, part_attrs)]
+    assert points["kafkaplus.producer.partition.queue.size"] == [(700, part_attrs)]
+    assert points["kafkaplus.producer.partition.transmit_queue.message.count"] == [(5, part_attrs)]
+    assert points["kafkaplus.producer.partition.transmit_queue.size"] == [(500, part_attrs)]
+    assert points["kafkaplus.producer.partition.inflight.message.count"] == [(2, part_attrs)]
 
 
 def test_consumer_payload_skips_logical_broker_unknown_offsets_and_revoked(env: Env) -> None:
@@ -285,7 +285,7 @@ def test_consumer_payload_skips_logical_broker_unknown_offsets_and_revoked(env: 
     base = {
         "messaging.system": "kafka",
         "messaging.client.id": "c1",
-        "kafka.client.name": "c1#consumer-7",
+        "kafkaplus.client.name": "c1#consumer-7",
         "messaging.consumer.group.name": "g1",
     }
     part0 = {
@@ -296,26 +296,26 @@ def test_consumer_payload_skips_logical_broker_unknown_offsets_and_revoked(env: 
     part2 = {**part0, "messaging.destination.partition.id": "2"}
 
     # GroupCoordinator (logical, nodeid -1) would have reported tx=12 a second time.
-    assert points["kafka.broker.requests"] == [
-        (583, {**base, "server.address": "127.0.0.1", "server.port": 44025, "kafka.broker.id": 1})
+    assert points["kafkaplus.broker.requests"] == [
+        (583, {**base, "server.address": "127.0.0.1", "server.port": 44025, "kafkaplus.broker.id": 1})
     ]
     # Partition 1 was revoked (desired false): its stale lag belongs to another member.
     # Partition 2 has no committed offset (-1001) and an unknown lag (-1).
-    assert points["kafka.consumer.lag"] == [(2, part0)]
-    assert "kafka.consumer.lag_stored" not in points  # -1 everywhere
-    assert points["kafka.consumer.committed_offset"] == [(1, part0)]
-    assert sorted(points["kafka.consumer.fetch_queue.messages"], key=str) == sorted(
+    assert points["kafkaplus.consumer.lag"] == [(2, part0)]
+    assert "kafkaplus.consumer.lag_stored" not in points  # -1 everywhere
+    assert points["kafkaplus.consumer.committed_offset"] == [(1, part0)]
+    assert sorted(points["kafkaplus.consumer.fetch_queue.message.count"], key=str) == sorted(
         [(4, part0), (4, part2)], key=str
     )
-    assert points["kafka.consumer.received.messages"] == [(9, base)]
-    assert points["kafka.consumer.received.bytes"] == [(29, base)]
-    assert points["kafka.consumer.group.rebalances"] == [(3, base)]
-    assert points["kafka.consumer.group.assigned_partitions"] == [(2, base)]
+    assert points["kafkaplus.consumer.received.messages"] == [(9, base)]
+    assert points["kafkaplus.consumer.received.bytes"] == [(29, base)]
+    assert points["kafkaplus.consumer.group.rebalances"] == [(3, base)]
+    assert points["kafkaplus.consumer.group.assigned_partition.count"] == [(2, base)]
     # Producer-only series stay empty for a consumer; an empty batch window gives nothing.
-    assert "kafka.producer.queue.messages" not in points
-    assert "kafka.producer.partition.queue.messages" not in points
-    assert "kafka.producer.queue.time" not in points
-    assert "kafka.producer.batch.size" not in points
+    assert "kafkaplus.producer.queue.message.count" not in points
+    assert "kafkaplus.producer.partition.queue.message.count" not in points
+    assert "kafkaplus.producer.queue.time" not in points
+    assert "kafkaplus.producer.batch.size" not in points
 
 
 def test_latest_snapshot_wins_and_clients_are_separate(env: Env) -> None:
@@ -324,13 +324,13 @@ def test_latest_snapshot_wins_and_clients_are_separate(env: Env) -> None:
     bridge.record(consumer_payload(lag=7), group_id="g1")
     bridge.record(consumer_payload(name="c1#consumer-8", lag=11), group_id="g1")
     points = collect(reader)
-    assert values(points, "kafka.consumer.lag") == [7, 11]
-    assert {a["kafka.client.name"] for _, a in points["kafka.consumer.lag"]} == {
+    assert values(points, "kafkaplus.consumer.lag") == [7, 11]
+    assert {a["kafkaplus.client.name"] for _, a in points["kafkaplus.consumer.lag"]} == {
         "c1#consumer-7",
         "c1#consumer-8",
     }
     # Collecting again without a new payload reports the same snapshot.
-    assert values(collect(reader), "kafka.consumer.lag") == [7, 11]
+    assert values(collect(reader), "kafkaplus.consumer.lag") == [7, 11]
 
 
 @pytest.mark.parametrize(
@@ -418,9 +418,9 @@ def test_non_string_payload_never_raises(env: Env) -> None:
 def test_malformed_payload_keeps_previous_snapshot(env: Env) -> None:
     reader, bridge = env
     bridge.record(consumer_payload(lag=5))
-    assert values(collect(reader), "kafka.consumer.lag") == [5]
+    assert values(collect(reader), "kafkaplus.consumer.lag") == [5]
     bridge.record('{"name": "c1#consumer-7", "type": "consumer", "topics": {')
-    assert values(collect(reader), "kafka.consumer.lag") == [5]
+    assert values(collect(reader), "kafkaplus.consumer.lag") == [5]
 
 
 def test_escaped_client_name(env: Env) -> None:
@@ -428,7 +428,7 @@ def test_escaped_client_name(env: Env) -> None:
     name = 'odd "id"\\#producer-1'
     bridge.record(producer_payload(name=name))
     points = collect(reader)
-    assert points["kafka.producer.queue.messages"][0][1]["kafka.client.name"] == name
+    assert points["kafkaplus.producer.queue.message.count"][0][1]["kafkaplus.client.name"] == name
     bridge.forget(name)
     assert collect(reader) == {}
 
@@ -440,14 +440,14 @@ def test_forget_drops_only_that_client(env: Env) -> None:
     bridge.forget("p-stats#producer-5")
     bridge.forget("never-seen#producer-9")
     points = collect(reader)
-    assert "kafka.producer.queue.messages" not in points
-    assert values(points, "kafka.consumer.lag") == [2]
+    assert "kafkaplus.producer.queue.message.count" not in points
+    assert values(points, "kafkaplus.consumer.lag") == [2]
 
 
 def test_clients_nobody_refreshes_go_stale(env: Env) -> None:
     reader, bridge = env
     bridge.record(producer_payload())
-    assert "kafka.producer.queue.messages" in collect(reader)
+    assert "kafkaplus.producer.queue.message.count" in collect(reader)
     # As if the last payload had arrived longer ago than stale_after_s.
     bridge._clients["p-stats#producer-5"].received -= 10_000
     assert collect(reader) == {}
@@ -459,7 +459,7 @@ def test_stale_eviction_can_be_disabled() -> None:
     bridge = StatisticsBridge(provider.get_meter("test"), stale_after_s=None)
     bridge.record(producer_payload())
     bridge._clients["p-stats#producer-5"].received -= 10_000
-    assert "kafka.producer.queue.messages" in collect(reader)
+    assert "kafkaplus.producer.queue.message.count" in collect(reader)
     provider.shutdown()
 
 
@@ -479,7 +479,7 @@ def test_stats_cb_passes_identical_string_and_return_value(env: Env) -> None:
     payload = consumer_payload()
     assert cb(payload) is sentinel
     assert len(seen) == 1 and seen[0] is payload
-    assert values(collect(reader), "kafka.consumer.lag", messaging__consumer__group__name="g1") == [
+    assert values(collect(reader), "kafkaplus.consumer.lag", messaging__consumer__group__name="g1") == [
         2
     ]
     assert cb.client_names == frozenset({"c1#consumer-7"})
@@ -498,7 +498,7 @@ def test_stats_cb_user_exception_propagates_after_feeding(env: Env) -> None:
     cb = make_stats_cb(bridge, user_cb)
     with pytest.raises(Boom):
         cb(producer_payload())
-    assert "kafka.producer.queue.messages" in collect(reader)
+    assert "kafkaplus.producer.queue.message.count" in collect(reader)
 
 
 def test_stats_cb_without_user_cb_and_with_garbage(env: Env) -> None:
@@ -506,7 +506,7 @@ def test_stats_cb_without_user_cb_and_with_garbage(env: Env) -> None:
     cb = make_stats_cb(bridge, None)
     assert cb("garbage") is None
     assert cb(producer_payload()) is None
-    assert "kafka.producer.queue.messages" in collect(reader)
+    assert "kafkaplus.producer.queue.message.count" in collect(reader)
 
 
 def test_stats_cb_forget_stops_its_clients(env: Env) -> None:
@@ -518,8 +518,8 @@ def test_stats_cb_forget_stops_its_clients(env: Env) -> None:
     cb.forget()
     cb(producer_payload())  # a late payload after close is ignored
     points = collect(reader)
-    assert "kafka.producer.queue.messages" not in points
-    assert values(points, "kafka.consumer.lag") == [2]
+    assert "kafkaplus.producer.queue.message.count" not in points
+    assert values(points, "kafkaplus.consumer.lag") == [2]
 
 
 # -- real librdkafka (in-process mock cluster) -----------------------------------------
@@ -579,33 +579,33 @@ def test_real_producer_queue_depth_then_sent(env: Env) -> None:
     points = poll_until(
         lambda: producer.poll(0.2),
         reader,
-        lambda p: bool(values(p, "kafka.producer.queue.messages")),
+        lambda p: bool(values(p, "kafkaplus.producer.queue.message.count")),
         "a producer snapshot",
     )
-    assert values(points, "kafka.producer.queue.messages") == [n]
-    assert values(points, "kafka.producer.queue.size")[0] >= n * 100
-    assert values(points, "kafka.producer.sent.messages") == [0]
-    (_, attrs) = points["kafka.producer.queue.messages"][0]
+    assert values(points, "kafkaplus.producer.queue.message.count") == [n]
+    assert values(points, "kafkaplus.producer.queue.size")[0] >= n * 100
+    assert values(points, "kafkaplus.producer.sent.messages") == [0]
+    (_, attrs) = points["kafkaplus.producer.queue.message.count"][0]
     assert attrs["messaging.client.id"] == "stats-producer"
-    assert attrs["kafka.client.name"].startswith("stats-producer#producer-")
+    assert attrs["kafkaplus.client.name"].startswith("stats-producer#producer-")
     assert received, "the application's own stats_cb was not called"
 
     assert producer.flush(30) == 0
     points = poll_until(
         lambda: producer.poll(0.2),
         reader,
-        lambda p: values(p, "kafka.producer.sent.messages") == [n],
+        lambda p: values(p, "kafkaplus.producer.sent.messages") == [n],
         "all messages sent",
     )
-    assert values(points, "kafka.producer.queue.messages") == [0]
+    assert values(points, "kafkaplus.producer.queue.message.count") == [0]
     # Per-partition counts sum to what was produced once the topic is known; no "-1".
     partitions = {
         a["messaging.destination.partition.id"]
-        for _, a in points["kafka.producer.partition.queue.messages"]
+        for _, a in points["kafkaplus.producer.partition.queue.message.count"]
     }
     assert partitions and "-1" not in partitions
-    assert all(a["server.port"] > 0 for _, a in points["kafka.broker.requests"])
-    assert all(a["kafka.broker.id"] >= 0 for _, a in points["kafka.broker.requests"])
+    assert all(a["server.port"] > 0 for _, a in points["kafkaplus.broker.requests"])
+    assert all(a["kafkaplus.broker.id"] >= 0 for _, a in points["kafkaplus.broker.requests"])
     # Every payload the bridge saw went to the application unchanged.
     assert all(json.loads(s)["client_id"] == "stats-producer" for s in received)
 
@@ -654,9 +654,9 @@ def test_real_consumer_lag_then_zero(env: Env) -> None:
             consume,
             reader,
             lambda p: (
-                values(p, "kafka.consumer.committed_offset") != []
-                and sum(values(p, "kafka.consumer.committed_offset")) == 8
-                and sum(values(p, "kafka.consumer.lag")) == 0
+                values(p, "kafkaplus.consumer.committed_offset") != []
+                and sum(values(p, "kafkaplus.consumer.committed_offset")) == 8
+                and sum(values(p, "kafkaplus.consumer.lag")) == 0
             ),
             "the first commit",
         )
@@ -669,20 +669,20 @@ def test_real_consumer_lag_then_zero(env: Env) -> None:
         points = poll_until(
             consume,
             reader,
-            lambda p: sum(values(p, "kafka.consumer.lag")) == extra,
+            lambda p: sum(values(p, "kafkaplus.consumer.lag")) == extra,
             f"a lag of {extra}",
         )
-        lag_points = points["kafka.consumer.lag"]
+        lag_points = points["kafkaplus.consumer.lag"]
         assert all(v >= 0 for v, _ in lag_points)
         assert {a["messaging.destination.name"] for _, a in lag_points} == {topic}
         assert all(a["messaging.consumer.group.name"] == group for _, a in lag_points)
         assert all(isinstance(a["messaging.destination.partition.id"], str) for _, a in lag_points)
         assert "-1" not in {a["messaging.destination.partition.id"] for _, a in lag_points}
-        assert values(points, "kafka.consumer.group.rebalances")[0] >= 1
-        assert values(points, "kafka.consumer.group.assigned_partitions")[0] >= 1
+        assert values(points, "kafkaplus.consumer.group.rebalances")[0] >= 1
+        assert values(points, "kafkaplus.consumer.group.assigned_partition.count")[0] >= 1
         # The GroupCoordinator is not reported next to the real broker.
-        assert all(a["kafka.broker.id"] >= 0 for _, a in points["kafka.broker.requests"])
-        assert len(points["kafka.broker.requests"]) == 1
+        assert all(a["kafkaplus.broker.id"] >= 0 for _, a in points["kafkaplus.broker.requests"])
+        assert len(points["kafkaplus.broker.requests"]) == 1
 
         # Phase 3: commit what was consumed: lag back to 0, committed offsets sum to 21.
         end = time.monotonic() + DEADLINE_S
@@ -693,11 +693,11 @@ def test_real_consumer_lag_then_zero(env: Env) -> None:
         points = poll_until(
             consume,
             reader,
-            lambda p: sum(values(p, "kafka.consumer.committed_offset")) == 8 + extra,
+            lambda p: sum(values(p, "kafkaplus.consumer.committed_offset")) == 8 + extra,
             "the second commit",
         )
-        assert sum(values(points, "kafka.consumer.lag")) == 0
-        assert values(points, "kafka.consumer.received.messages") == [8 + extra]
+        assert sum(values(points, "kafkaplus.consumer.lag")) == 0
+        assert values(points, "kafkaplus.consumer.received.messages") == [8 + extra]
     finally:
         consumer.close()
 
@@ -721,7 +721,7 @@ def test_real_user_stats_cb_exception_propagates_out_of_poll(env: Env) -> None:
     # The bridge was fed with the very payload the application got.
     name = json.loads(str(raised.value.args[0]))["name"]
     points = collect(reader)
-    assert {a["kafka.client.name"] for _, a in points["kafka.producer.queue.messages"]} == {name}
+    assert {a["kafkaplus.client.name"] for _, a in points["kafkaplus.producer.queue.message.count"]} == {name}
 
 
 def test_real_aio_producer_with_async_stats_cb_under_instrumentation(otel_factory: Any) -> None:
@@ -743,11 +743,11 @@ def test_real_aio_producer_with_async_stats_cb_under_instrumentation(otel_factor
             delivered = await (await producer.produce(f"stats-aio-{uuid.uuid4().hex[:8]}", b"v"))
             assert delivered.error() is None
             end = time.monotonic() + DEADLINE_S
-            while time.monotonic() < end and not otel.metric_points("kafka.producer.sent.messages"):
+            while time.monotonic() < end and not otel.metric_points("kafkaplus.producer.sent.messages"):
                 await producer.poll(0.2)
         finally:
             await producer.close()
 
     asyncio.run(main())
-    assert [p.value for p in otel.metric_points("kafka.producer.sent.messages")] == [1]
+    assert [p.value for p in otel.metric_points("kafkaplus.producer.sent.messages")] == [1]
     assert seen and all(json.loads(s)["client_id"] == "stats-aio" for s in seen)

@@ -85,12 +85,12 @@ def test_measure_reads_spans_and_statistics():
     receiver.spans.append(_span("sink", "process enr", 50, 60))
     stat = {"messaging.destination.name": "raw"}
     receiver.points.extend([
-        Point("ingest", "kafka.producer.batch.messages", {**stat, "kafka.stat": "avg"}, 3),
-        Point("ingest", "kafka.producer.batch.messages", {**stat, "kafka.stat": "avg"}, 5),
-        Point("ingest", "kafka.producer.batch.messages", {**stat, "kafka.stat": "max"}, 9),
-        Point("ingest", "kafka.producer.queue.time", {"kafka.stat": "p99"}, 0.004),
-        Point("ingest", "kafka.broker.requests", {"server.port": 1}, 12),
-        Point("sink", "kafka.message.age", {}, 0.5, 2),
+        Point("ingest", "kafkaplus.producer.batch.message.count", {**stat, "kafkaplus.stat": "avg"}, 3),
+        Point("ingest", "kafkaplus.producer.batch.message.count", {**stat, "kafkaplus.stat": "avg"}, 5),
+        Point("ingest", "kafkaplus.producer.batch.message.count", {**stat, "kafkaplus.stat": "max"}, 9),
+        Point("ingest", "kafkaplus.producer.queue.time", {"kafkaplus.stat": "p99"}, 0.004),
+        Point("ingest", "kafkaplus.broker.requests", {"server.port": 1}, 12),
+        Point("sink", "kafkaplus.message.age", {}, 0.5, 2),
     ])  # fmt: skip
     m = tune.measure(tune.SETTINGS[1], receiver, topics, wall_s=1.0)
     assert m.sends == 10

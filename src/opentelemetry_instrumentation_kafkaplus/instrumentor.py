@@ -20,18 +20,15 @@ from collections.abc import Collection
 from importlib import metadata
 from typing import Any
 
-from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from .core import options as options_module
 from .core.errors import logger
-from .core.semconv import SCHEMA_URL
 from .core.statistics import StatisticsBridge
-from .core.telemetry import ACTIVE, Telemetry
+from .core.telemetry import ACTIVE, SCOPE, Telemetry
 from .package import INSTRUMENTS
-from .version import __version__
 
-_NAME = "opentelemetry_instrumentation_kafkaplus"
+_NAME = SCOPE
 _MISSING = object()
 
 
@@ -60,17 +57,13 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from .clients.consumer import Consumer
         from .clients.producer import Producer
 
-        tracer = trace.get_tracer(
-            _NAME, __version__, kwargs.get("tracer_provider"), schema_url=SCHEMA_URL
-        )
-        meter = metrics.get_meter(
-            _NAME, __version__, kwargs.get("meter_provider"), schema_url=SCHEMA_URL
-        )
-        bridge = self._bridges.get(id(meter))
+        tel = Telemetry.build(kwargs.get("tracer_provider"), kwargs.get("meter_provider"), options)
+        bridge = self._bridges.get(id(tel.meter))
         if bridge is None:
             # One bridge per meter: its observable instruments register once.
-            bridge = self._bridges[id(meter)] = StatisticsBridge(meter)
-        ACTIVE.telemetry = Telemetry(tracer, meter, options, statistics=bridge)
+            bridge = self._bridges[id(tel.meter)] = StatisticsBridge(tel.meter)
+        tel.statistics = bridge
+        ACTIVE.telemetry = tel
         _disable_legacy_plugin(self._patched)
         originals = {cimpl.Producer: Producer, cimpl.Consumer: Consumer}
         for module in (confluent_kafka, cimpl):
@@ -153,9 +146,10 @@ def _disable_legacy_plugin(patched: list[tuple[Any, str, Any]]) -> None:
         logger.warning("kafkaplus: could not disable %s: %s", _LEGACY_DIST, exc)
         return
     logger.warning(
-        "kafkaplus: %s is installed too; kafkaplus is active and has disabled it so that spans "
-        "and trace headers are not doubled. To use it instead of kafkaplus, set "
-        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=kafkaplus.",
+        "kafkaplus: %s is installed too (opentelemetry-bootstrap installs it); kafkaplus is "
+        "active and has disabled it so that spans and trace headers are not doubled. To "
+        "silence this, set OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=confluent_kafka (or uninstall "
+        "it); to use it instead of kafkaplus, set OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=kafkaplus.",
         _LEGACY_DIST,
     )
 

@@ -130,7 +130,8 @@ class _CommitResult:
     def __call__(self, err: Any, partitions: Any) -> Any:
         try:
             state = self.state
-            settle.commit_result(state.commits, state.base_attrs, err, partitions)
+            tel = state.telemetry or ACTIVE.telemetry
+            settle.commit_result(tel, state.commits, state.base_attrs, err, partitions)
         except Exception as exc:
             report("commit result", exc)
         if self.user_cb is not None:

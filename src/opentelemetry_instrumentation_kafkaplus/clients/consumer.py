@@ -22,7 +22,7 @@ from ..core.telemetry import ACTIVE, no_sdk, suppressed
 from ..operations import process, settle
 from ..operations.process import ConsumerState
 from . import config
-from .state import TracedClass, document
+from .state import TracedClass, document, learn_cluster_id
 
 _CConsumer = cimpl.Consumer
 _orig_poll = _CConsumer.poll
@@ -31,6 +31,8 @@ _orig_close = _CConsumer.close
 _orig_commit = _CConsumer.commit
 _orig_store_offsets = _CConsumer.store_offsets
 _orig_subscribe = _CConsumer.subscribe
+_cluster_id = getattr(_CConsumer, "cluster_id", None)  # not in every confluent-kafka version
+_KNOWN = float("inf")
 _get_current = otel_context.get_current
 _time_ns = time.time_ns
 
@@ -50,16 +52,19 @@ def poll_detached(client: Any, state: ConsumerState, args: tuple[Any, ...],
 def _poll(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
           orig: Any, attach: bool) -> tuple[Any, Any]:  # fmt: skip
     process.end_open(state)
-    tel = ACTIVE.telemetry
+    tel = state.telemetry or ACTIVE.telemetry
     if tel is None or state.aio:
         return orig(client, *args, **kwargs), None
+    start = _time_ns() if tel.options.receive_spans else 0
     msg = orig(client, *args, **kwargs)
     if msg is None:
         return msg, None
     record = None
     try:
         if msg.error() is None:
-            record = process.process_one(tel, state, msg, attach=attach)
+            if _cluster_id is not None and state.cluster_retry != _KNOWN and tel.tracing():
+                learn_cluster_id(client, state, _cluster_id)
+            record = process.process_one(tel, state, msg, attach=attach, received_at=start)
         else:
             process.error_event(tel, state, msg)
     except Exception as exc:
@@ -82,7 +87,7 @@ def consume_detached(client: Any, state: ConsumerState, args: tuple[Any, ...],
 def _consume(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
              orig: Any, attach: bool) -> tuple[Any, Any]:  # fmt: skip
     process.end_open(state)
-    tel = ACTIVE.telemetry
+    tel = state.telemetry or ACTIVE.telemetry
     if tel is None or state.aio:
         return orig(client, *args, **kwargs), None
     start = _time_ns()
@@ -128,7 +133,7 @@ def store_offsets(client: Any, state: ConsumerState, args: tuple[Any, ...],
 
 def _settle(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
             orig: Any, operation: str) -> Any:  # fmt: skip
-    tel = ACTIVE.telemetry
+    tel = state.telemetry or ACTIVE.telemetry
     if tel is None or suppressed() or not tel.tracing():
         return orig(client, *args, **kwargs)
     named = bind(COMMIT if operation == "commit" else COMMIT[:2], args, kwargs)

@@ -20,18 +20,20 @@ from ..core.telemetry import ACTIVE, no_sdk, suppressed
 from ..operations import send, settle, transaction
 from ..operations.send import ProducerState
 from . import config
-from .state import TracedClass, document
+from .state import TracedClass, document, learn_cluster_id
 
 _CProducer = cimpl.Producer
 _orig_produce = _CProducer.produce
 _orig_produce_batch = _CProducer.produce_batch
+_cluster_id = getattr(_CProducer, "cluster_id", None)  # not in every confluent-kafka version
+_KNOWN = float("inf")
 _get_current = otel_context.get_current
 
 
 def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: dict[str, Any],
             orig: Any = _orig_produce) -> Any:  # fmt: skip
     """Traced ``Producer.produce``: the same arguments, results and errors."""
-    tel = ACTIVE.telemetry
+    tel = state.telemetry or ACTIVE.telemetry
     if tel is None:
         return _untraced(client, state, args, kwargs, orig)
     ctx = _get_current()
@@ -57,7 +59,10 @@ def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: di
     if info.excluded:
         return _untraced(client, state, args, kwargs, orig)
     call = Call(named, args, kwargs, user_cb, ctx)
-    return send.send(tel, state, info, call, client, orig, tracing, metering)
+    result = send.send(tel, state, info, call, client, orig, tracing, metering)
+    if tracing and _cluster_id is not None and state.cluster_retry != _KNOWN:
+        learn_cluster_id(client, state, _cluster_id)
+    return result
 
 
 def _untraced(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -96,7 +101,7 @@ class _OnlyErrors:
 def produce_batch(client: Any, state: ProducerState, args: tuple[Any, ...],
                   kwargs: dict[str, Any], orig: Any = _orig_produce_batch) -> Any:  # fmt: skip
     """Traced ``Producer.produce_batch``: one send span per message."""
-    tel = ACTIVE.telemetry
+    tel = state.telemetry or ACTIVE.telemetry
     if tel is None or state.aio or suppressed() or not tel.tracing():
         return orig(client, *args, **kwargs)
     named = bind(PRODUCE_BATCH, args, kwargs)
@@ -117,7 +122,7 @@ def produce_batch(client: Any, state: ProducerState, args: tuple[Any, ...],
 def transaction_call(client: Any, state: ProducerState, operation: str, args: tuple[Any, ...],
                      kwargs: dict[str, Any], orig: Any) -> Any:  # fmt: skip
     """Traced transaction calls: CLIENT spans, or a settle span for the offsets sent."""
-    tel = ACTIVE.telemetry
+    tel = state.telemetry or ACTIVE.telemetry
     if tel is None or suppressed() or not tel.tracing():
         return orig(client, *args, **kwargs)
     if operation == "send_offsets_to_transaction":

@@ -13,6 +13,8 @@ from typing import Any
 
 import wrapt
 
+from ..core.options import resolve
+from ..core.telemetry import ACTIVE, Telemetry
 from ..operations.process import ConsumerState
 from ..operations.send import ProducerState
 from . import consumer as _consumer
@@ -21,7 +23,13 @@ from .config import new_state
 from .producer import TRANSACTION_CALLS
 
 
-def instrument_producer(producer: Any, config: Mapping[str, Any] | None = None) -> Any:
+def instrument_producer(
+    producer: Any,
+    config: Mapping[str, Any] | Any = None,
+    *,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+) -> Any:
     """Wrap an existing Producer so that its calls are traced.
 
     Pass the ``config`` the producer was created with when you can: kafkaplus
@@ -29,22 +37,49 @@ def instrument_producer(producer: Any, config: Mapping[str, Any] | None = None) 
     ``on_delivery``). Without it, a message produced without a per-call
     callback ends its span when produce() returns, because the client's
     default callback is unknown and must not be bypassed.
+
+    ``tracer_provider``/``meter_provider`` give this client providers of its
+    own (the contrib plugin's ``instrument_producer(producer, tracer_provider)``
+    form, a provider as the second argument, is accepted too); without them
+    it uses the active instrumentation's.
     """
     if isinstance(producer, (_producer.Producer, ProducerProxy)) and _traced(producer):
         return producer
-    conf = dict(config) if config is not None else None
-    return ProducerProxy(producer, new_state(conf, producer=True))
+    state = _state(config, tracer_provider, meter_provider, producer=True)
+    return ProducerProxy(producer, state)
 
 
-def instrument_consumer(consumer: Any, config: Mapping[str, Any] | None = None) -> Any:
+def instrument_consumer(
+    consumer: Any,
+    config: Mapping[str, Any] | Any = None,
+    *,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+) -> Any:
     """Wrap an existing Consumer so that poll()/consume()/commit() are traced.
 
-    ``config`` (optional) supplies the consumer group and client id attributes.
+    ``config`` (optional) supplies the consumer group and client id attributes;
+    the providers are as for ``instrument_producer``.
     """
     if isinstance(consumer, (_consumer.Consumer, ConsumerProxy)) and _traced(consumer):
         return consumer
-    conf = dict(config) if config is not None else None
-    return ConsumerProxy(consumer, new_state(conf, producer=False))
+    state = _state(config, tracer_provider, meter_provider, producer=False)
+    return ConsumerProxy(consumer, state)
+
+
+def _state(config: Any, tracer_provider: Any, meter_provider: Any, *, producer: bool) -> Any:
+    if config is not None and not isinstance(config, Mapping) and hasattr(config, "get_tracer"):
+        tracer_provider, config = config, None  # the contrib form: (client, tracer_provider)
+    if config is not None and not isinstance(config, Mapping):
+        raise TypeError(
+            f"kafkaplus: expected the client's configuration dict, got {type(config).__name__}"
+        )
+    state = new_state(dict(config) if config is not None else None, producer=producer)
+    if tracer_provider is not None or meter_provider is not None:
+        active = ACTIVE.telemetry
+        options = active.options if active is not None else resolve({})
+        state.telemetry = Telemetry.build(tracer_provider, meter_provider, options)
+    return state
 
 
 def _traced(client: Any) -> bool:

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import time
 from typing import Any, TypeVar
+
+from ..core.semconv import MESSAGING_KAFKA_CLUSTER_ID
 
 ATTR = "_kafkaplus"
 
@@ -98,3 +101,29 @@ def document(traced: type, original: type) -> None:
             if doc:
                 with contextlib.suppress(AttributeError, TypeError):
                     value.__doc__ = doc
+
+
+#: How often a client looks again for its cluster id while librdkafka has none.
+CLUSTER_ID_RETRY_S = 1.0
+
+
+def learn_cluster_id(client: Any, state: Any, cluster_id: Any) -> None:
+    """Put ``messaging.kafka.cluster.id`` on the client's spans once librdkafka knows it.
+
+    ``cluster_id(client, 0)`` reads librdkafka's cached metadata and never sends
+    a request (a metadata call from inside an instrumentation is what others
+    found can deadlock librdkafka); it raises while nothing is known yet, which
+    costs enough that it is tried at most once a second per client.
+    """
+    now = time.monotonic()
+    if now < state.cluster_retry:
+        return
+    state.cluster_retry = now + CLUSTER_ID_RETRY_S
+    try:
+        found = cluster_id(client, 0)
+    except Exception:  # not known yet (KafkaException _TIMED_OUT), or a double
+        return
+    if isinstance(found, str) and found:
+        state.base_attrs[MESSAGING_KAFKA_CLUSTER_ID] = found
+        state.topics = {}  # templates rebuilt with it
+        state.cluster_retry = float("inf")

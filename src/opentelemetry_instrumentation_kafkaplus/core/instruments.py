@@ -27,11 +27,11 @@ CLIENT_OPERATION_DURATION = _mm.MESSAGING_CLIENT_OPERATION_DURATION
 PROCESS_DURATION = _mm.MESSAGING_PROCESS_DURATION
 SENT_MESSAGES = _mm.MESSAGING_CLIENT_SENT_MESSAGES
 CONSUMED_MESSAGES = _mm.MESSAGING_CLIENT_CONSUMED_MESSAGES
-MESSAGE_AGE = "kafka.message.age"
-MESSAGE_ORIGIN_AGE = "kafka.message.origin_age"
-SKIPPED_MESSAGES = "kafka.consumer.skipped_messages"
-UNDELIVERED_MESSAGES = "kafka.producer.undelivered_messages"
-OFFSET_RESETS = "kafka.consumer.offset_resets"
+MESSAGE_AGE = "kafkaplus.message.age"
+MESSAGE_ORIGIN_AGE = "kafkaplus.message.origin_age"
+SKIPPED_MESSAGES = "kafkaplus.consumer.skipped.messages"
+UNDELIVERED_MESSAGES = "kafkaplus.producer.undelivered.messages"
+OFFSET_RESETS = "kafkaplus.consumer.offset.resets"
 
 
 def _histogram(meter: Meter, name: str, description: str, buckets: list[float]) -> Any:

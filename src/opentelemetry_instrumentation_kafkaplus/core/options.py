@@ -4,12 +4,15 @@ Every option has a keyword and an ``OTEL_PYTHON_KAFKAPLUS_<NAME>`` variable so i
 works the same under ``opentelemetry-instrument`` as in code. A keyword wins over
 the variable. A wrong keyword is a programming error and raises at
 ``instrument()``; a wrong variable must not stop a service from starting, so it
-is logged and the default is used.
+is logged and the default is used. Boolean variables follow the OpenTelemetry
+configuration rule: only ``true`` (any case) is true, ``false`` is false, and
+anything else is false with a warning.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -23,8 +26,7 @@ ENV_PREFIX = "OTEL_PYTHON_KAFKAPLUS_"
 
 CONTEXT_MODES = ("parent", "link")
 
-ProduceHook = Callable[..., None]
-ConsumeHook = Callable[..., None]
+Hook = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -33,14 +35,16 @@ class Options:
 
     consumer_context_mode: str = "parent"
     capture_key: bool = True
-    capture_body_size: bool = True
+    capture_body_size: bool = False
     capture_headers: tuple[str, ...] = ()
     exclude_topics: tuple[re.Pattern[str], ...] = ()
-    produce_hook: ProduceHook | None = None
-    consume_hook: ConsumeHook | None = None
+    produce_hook: Hook | None = None
+    consume_hook: Hook | None = None
     statistics_interval_ms: int = 0
+    metrics: str = "semconv"
     metrics_partition: bool = False
-    metrics: str = "all"
+    receive_spans: bool = False
+    compat_names: bool = False
     semconv_dup: bool = False
     # Names of headers to capture, lower-cased, mapped to their attribute key.
     header_attributes: Mapping[str, str] = field(default_factory=dict)
@@ -49,17 +53,24 @@ class Options:
         return any(p.search(topic) for p in self.exclude_topics)
 
 
-# name -> (parser, default)
 def _parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str):
-        v = value.strip().lower()
-        if v in ("1", "true", "yes", "on"):
-            return True
-        if v in ("0", "false", "no", "off", ""):
-            return False
-    raise ValueError(f"expected a boolean, got {value!r}")
+    raise ValueError(f"expected True or False, got {value!r}")
+
+
+def _parse_env_bool(var: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value == "true":
+        return True
+    if value != "false":
+        logger.warning(
+            "kafkaplus: %s=%r is not 'true' or 'false'; treating it as false (the "
+            "OpenTelemetry rule for boolean variables)",
+            var,
+            raw,
+        )
+    return False
 
 
 def _parse_mode(value: Any) -> str:
@@ -106,7 +117,7 @@ def _parse_interval(value: Any) -> int:
     return ms
 
 
-def _parse_hook(value: Any) -> Callable[..., None] | None:
+def _load_hook(value: Any) -> Hook | None:
     if value is None or callable(value):
         return value  # type: ignore[no-any-return]
     if isinstance(value, str) and value.strip():
@@ -120,17 +131,74 @@ def _parse_hook(value: Any) -> Callable[..., None] | None:
     raise ValueError(f"expected a callable or 'module:function', got {value!r}")
 
 
+def _positional_count(hook: Hook) -> int | None:
+    """How many positional parameters ``hook`` takes (None: any number, or unknown)."""
+    try:
+        params = inspect.signature(hook).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    count = 0
+    for p in params:
+        if p.kind is p.VAR_POSITIONAL:
+            return None
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty:
+            count += 1
+    return count
+
+
+class _ContribProduceHook:
+    """A hook in the contrib instrumentations' form: ``hook(span, args, kwargs)``."""
+
+    __slots__ = ("hook",)
+
+    def __init__(self, hook: Hook) -> None:
+        self.hook = hook
+
+    def __call__(self, span: Any, *, topic: str, key: Any, value: Any, headers: Any) -> None:
+        self.hook(span, (topic,), {"value": value, "key": key, "headers": headers})
+
+
+class _ContribConsumeHook:
+    """A hook in the contrib form: ``hook(span, record, args, kwargs)``."""
+
+    __slots__ = ("hook",)
+
+    def __init__(self, hook: Hook) -> None:
+        self.hook = hook
+
+    def __call__(self, span: Any, message: Any) -> None:
+        self.hook(span, message, (), {})
+
+
+def _parse_produce_hook(value: Any) -> Hook | None:
+    """``hook(span, topic=, key=, value=, headers=)``, or contrib's ``hook(span, args, kwargs)``."""
+    hook = _load_hook(value)
+    if hook is not None and _positional_count(hook) == 3:
+        return _ContribProduceHook(hook)
+    return hook
+
+
+def _parse_consume_hook(value: Any) -> Hook | None:
+    """``hook(span, message)``, or the contrib ``hook(span, record, args, kwargs)``."""
+    hook = _load_hook(value)
+    if hook is not None and _positional_count(hook) == 4:
+        return _ContribConsumeHook(hook)
+    return hook
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "consumer_context_mode": _parse_mode,
     "capture_key": _parse_bool,
     "capture_body_size": _parse_bool,
     "capture_headers": _parse_list,
     "exclude_topics": _parse_patterns,
-    "produce_hook": _parse_hook,
-    "consume_hook": _parse_hook,
+    "produce_hook": _parse_produce_hook,
+    "consume_hook": _parse_consume_hook,
     "statistics_interval_ms": _parse_interval,
-    "metrics_partition": _parse_bool,
     "metrics": _parse_metric_set,
+    "metrics_partition": _parse_bool,
+    "receive_spans": _parse_bool,
+    "compat_names": _parse_bool,
 }
 
 # Keywords of instrument() that are not options of ours.
@@ -167,6 +235,9 @@ def resolve(kwargs: Mapping[str, Any], env: Mapping[str, str] | None = None) -> 
         var = ENV_PREFIX + name.upper()
         raw = env.get(var)
         if raw is None or raw.strip() == "":
+            continue
+        if parse is _parse_bool:
+            values[name] = _parse_env_bool(var, raw)
             continue
         try:
             values[name] = parse(raw)

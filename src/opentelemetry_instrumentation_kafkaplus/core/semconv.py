@@ -44,21 +44,47 @@ OP_SETTLE = _m.MessagingOperationTypeValues.SETTLE.value
 
 # Our own attributes (not in the conventions); documented in the README.
 #: Age of the message when handed to the app: now - message timestamp, in seconds.
-KAFKAPLUS_MESSAGE_AGE = "messaging.kafka.message.age"
+KAFKAPLUS_MESSAGE_AGE = "kafkaplus.message.age"
 #: Age since the first producer of a multi-hop pipeline, in seconds.
-KAFKAPLUS_MESSAGE_ORIGIN_AGE = "messaging.kafka.message.origin_age"
+KAFKAPLUS_MESSAGE_ORIGIN_AGE = "kafkaplus.message.origin_age"
 
 #: On a commit of several partitions: each as "topic/partition@offset".
-KAFKAPLUS_COMMIT_OFFSETS = "messaging.kafka.commit.offsets"
+KAFKAPLUS_COMMIT_OFFSETS = "kafkaplus.commit.offsets"
 #: Whether the commit was asynchronous (its result then arrives via on_commit).
-KAFKAPLUS_COMMIT_ASYNC = "messaging.kafka.commit.async"
+KAFKAPLUS_COMMIT_ASYNC = "kafkaplus.commit.async"
 #: Set on the settle span of a commit librdkafka made by itself (enable.auto.commit).
-KAFKAPLUS_COMMIT_AUTO = "messaging.kafka.commit.auto"
+KAFKAPLUS_COMMIT_AUTO = "kafkaplus.commit.auto"
 
-#: On the ``kafka.offset_gap`` span event: offsets skipped before this message.
-KAFKAPLUS_SKIPPED_MESSAGES = "messaging.kafka.skipped_messages"
-#: On the ``kafka.offset_gap`` span event: the offset the consumer expected.
-KAFKAPLUS_EXPECTED_OFFSET = "messaging.kafka.expected_offset"
+#: On the ``kafkaplus.offset_gap`` span event: offsets skipped before this message.
+KAFKAPLUS_SKIPPED_MESSAGES = "kafkaplus.skipped_messages"
+#: On the ``kafkaplus.offset_gap`` span event: the offset the consumer expected.
+KAFKAPLUS_EXPECTED_OFFSET = "kafkaplus.expected_offset"
+
+#: On the gap event: the consumer's ``isolation.level`` (what a gap may hide).
+KAFKAPLUS_ISOLATION_LEVEL = "kafkaplus.isolation_level"
+
+#: The names kafkaplus's own attributes had before they moved to its own
+#: namespace (the naming guide reserves ``messaging.*`` for the conventions);
+#: emitted too with the ``compat_names`` option, for a transition period.
+PREVIOUS_NAMES = {
+    KAFKAPLUS_MESSAGE_AGE: "messaging.kafka.message.age",
+    KAFKAPLUS_MESSAGE_ORIGIN_AGE: "messaging.kafka.message.origin_age",
+    KAFKAPLUS_COMMIT_OFFSETS: "messaging.kafka.commit.offsets",
+    KAFKAPLUS_COMMIT_ASYNC: "messaging.kafka.commit.async",
+    KAFKAPLUS_COMMIT_AUTO: "messaging.kafka.commit.auto",
+    KAFKAPLUS_SKIPPED_MESSAGES: "messaging.kafka.skipped_messages",
+    KAFKAPLUS_EXPECTED_OFFSET: "messaging.kafka.expected_offset",
+    KAFKAPLUS_ISOLATION_LEVEL: "messaging.kafka.isolation_level",
+}
+
+
+def with_previous_names(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``attrs`` with each of kafkaplus's own attributes also under its previous name."""
+    for new, old in PREVIOUS_NAMES.items():
+        if new in attrs:
+            attrs[old] = attrs[new]
+    return attrs
+
 
 # Names the legacy opentelemetry-instrumentation-confluent-kafka emits, for the
 # OTEL_SEMCONV_STABILITY_OPT_IN=messaging/dup migration mode.
@@ -299,9 +325,9 @@ def settle_attributes(
 ) -> tuple[str, dict[str, Any]]:
     """(span name, attributes) of a settle span over (topic, partition, offset) entries.
 
-    One partition: its id and offset. Several: each as ``topic/partition@offset``
-    in ``messaging.kafka.commit.offsets``. The topic names the span when all
-    entries share it.
+    The name is ``{operation} {topic}``, the conventions' ``{operation.name}
+    {destination}``; the topic is left out when the entries span several. One
+    partition: its id and offset. Several: each as ``topic/partition@offset``.
     """
     topics = {e[0] for e in entries}
     topic = topics.pop() if len(topics) == 1 else None
@@ -314,8 +340,8 @@ def settle_attributes(
         attrs[MESSAGING_DESTINATION_PARTITION_ID] = str(entries[0][1])
         attrs[MESSAGING_KAFKA_OFFSET] = entries[0][2]
     elif entries:
-        attrs[MESSAGING_BATCH_MESSAGE_COUNT] = len(entries)
+        # Not messaging.batch.message_count: that counts messages, these are positions.
         attrs[KAFKAPLUS_COMMIT_OFFSETS] = [f"{t}/{p}@{o}" for t, p, o in entries]
     if asynchronous is not None:
         attrs[KAFKAPLUS_COMMIT_ASYNC] = asynchronous
-    return (f"commit {topic}" if topic else "commit"), attrs
+    return (f"{operation} {topic}" if topic else operation), attrs

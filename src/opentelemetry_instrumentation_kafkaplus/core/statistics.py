@@ -19,7 +19,7 @@ Design choices, and why:
   everything else is an ``ObservableGauge``.
 * Window statistics (``rtt``, ``int_latency``, ``batchsize``...) are already
   summaries of the last interval; their percentiles cannot be rebuilt from a
-  histogram of averages, so they are gauges with a ``kafka.stat`` attribute
+  histogram of averages, so they are gauges with a ``kafkaplus.stat`` attribute
   (``avg``, ``p50``, ``p99``, ``max``). An interval without samples reports no
   point instead of a misleading zero (except throttle, where no sample means no
   throttling).
@@ -60,18 +60,18 @@ __all__ = [
     "make_stats_cb",
 ]
 
-KAFKA_CLIENT_NAME = "kafka.client.name"
+KAFKA_CLIENT_NAME = "kafkaplus.client.name"
 """librdkafka's unique handle name (``client.id#producer-N``).
 
 ``client.id`` defaults to ``rdkafka`` for every client, so it cannot tell two
 clients of one process apart; without this attribute their cumulative counters
 would overwrite each other.
 """
-KAFKA_BROKER_ID = "kafka.broker.id"
-KAFKA_STAT = "kafka.stat"
+KAFKA_BROKER_ID = "kafkaplus.broker.id"
+KAFKA_STAT = "kafkaplus.stat"
 
 WINDOW_STATS = ("avg", "p50", "p99", "max")
-"""Which summaries of a window statistic are reported (the ``kafka.stat`` values)."""
+"""Which summaries of a window statistic are reported (the ``kafkaplus.stat`` values)."""
 
 DEFAULT_STALE_AFTER_S = 300.0
 
@@ -91,219 +91,229 @@ _GAUGE = "gauge"
 _SPECS: tuple[tuple[str, str, str, str], ...] = (
     # client level
     (
-        "kafka.client.reply_queue.events",
+        "kafkaplus.client.reply_queue.event.count",
         _GAUGE,
         "{event}",
         "Callbacks and events waiting for the application to call poll() (replyq).",
     ),
     (
-        "kafka.producer.queue.messages",
+        "kafkaplus.producer.queue.message.count",
         _GAUGE,
         "{message}",
         "Messages in the producer's queues, not yet acknowledged (msg_cnt).",
     ),
     (
-        "kafka.producer.queue.size",
+        "kafkaplus.producer.queue.size",
         _GAUGE,
         "By",
         "Bytes of messages in the producer's queues (msg_size).",
     ),
     (
-        "kafka.producer.queue.max_messages",
+        "kafkaplus.producer.queue.message.limit",
         _GAUGE,
         "{message}",
         "Producer queue limit in messages, queue.buffering.max.messages (msg_max).",
     ),
     (
-        "kafka.producer.queue.max_size",
+        "kafkaplus.producer.queue.size.limit",
         _GAUGE,
         "By",
         "Producer queue limit in bytes, queue.buffering.max.kbytes (msg_size_max).",
     ),
     (
-        "kafka.producer.sent.messages",
+        "kafkaplus.producer.sent.messages",
         _COUNTER,
         "{message}",
         "Messages transmitted to brokers since the client started (txmsgs).",
     ),
     (
-        "kafka.producer.sent.bytes",
+        "kafkaplus.producer.sent.bytes",
         _COUNTER,
         "By",
         "Message bytes, framing included, transmitted to brokers (txmsg_bytes).",
     ),
     (
-        "kafka.consumer.received.messages",
+        "kafkaplus.consumer.received.messages",
         _COUNTER,
         "{message}",
         "Messages received from brokers since the client started (rxmsgs).",
     ),
     (
-        "kafka.consumer.received.bytes",
+        "kafkaplus.consumer.received.bytes",
         _COUNTER,
         "By",
         "Message bytes, framing included, received from brokers (rxmsg_bytes).",
     ),
     # broker level
-    ("kafka.broker.requests", _COUNTER, "{request}", "Requests sent to the broker (tx)."),
-    ("kafka.broker.responses", _COUNTER, "{response}", "Responses received from the broker (rx)."),
-    ("kafka.broker.sent.bytes", _COUNTER, "By", "Bytes sent to the broker (txbytes)."),
-    ("kafka.broker.received.bytes", _COUNTER, "By", "Bytes received from the broker (rxbytes)."),
+    ("kafkaplus.broker.requests", _COUNTER, "{request}", "Requests sent to the broker (tx)."),
     (
-        "kafka.broker.request.errors",
+        "kafkaplus.broker.responses",
+        _COUNTER,
+        "{response}",
+        "Responses received from the broker (rx).",
+    ),
+    ("kafkaplus.broker.sent.bytes", _COUNTER, "By", "Bytes sent to the broker (txbytes)."),
+    (
+        "kafkaplus.broker.received.bytes",
+        _COUNTER,
+        "By",
+        "Bytes received from the broker (rxbytes).",
+    ),
+    (
+        "kafkaplus.broker.request.errors",
         _COUNTER,
         "{error}",
         "Errors while sending requests to the broker (txerrs).",
     ),
     (
-        "kafka.broker.response.errors",
+        "kafkaplus.broker.response.errors",
         _COUNTER,
         "{error}",
         "Errors while receiving responses from the broker (rxerrs).",
     ),
     (
-        "kafka.broker.request.retries",
+        "kafkaplus.broker.request.retries",
         _COUNTER,
         "{request}",
         "Requests retried to the broker (txretries).",
     ),
     (
-        "kafka.broker.request.timeouts",
+        "kafkaplus.broker.request.timeouts",
         _COUNTER,
         "{request}",
         "Requests that timed out (req_timeouts).",
     ),
     (
-        "kafka.broker.connects",
+        "kafkaplus.broker.connects",
         _COUNTER,
         "{connection}",
         "Connection attempts that succeeded (connects).",
     ),
     (
-        "kafka.broker.disconnects",
+        "kafkaplus.broker.disconnects",
         _COUNTER,
         "{connection}",
         "Connections closed or lost (disconnects).",
     ),
     (
-        "kafka.broker.outbuf.requests",
+        "kafkaplus.broker.outbuf.request.count",
         _GAUGE,
         "{request}",
         "Requests waiting to be written to the broker's socket (outbuf_cnt).",
     ),
     (
-        "kafka.broker.inflight.requests",
+        "kafkaplus.broker.inflight.request.count",
         _GAUGE,
         "{request}",
         "Requests sent and awaiting a response (waitresp_cnt).",
     ),
     (
-        "kafka.broker.rtt",
+        "kafkaplus.broker.rtt",
         _GAUGE,
         "s",
         "Request round-trip time over the last statistics interval (rtt).",
     ),
     (
-        "kafka.broker.throttle.time",
+        "kafkaplus.broker.throttle.time",
         _GAUGE,
         "s",
         "Broker throttle time over the last statistics interval (throttle).",
     ),
     (
-        "kafka.broker.request.queue_time",
+        "kafkaplus.broker.request.queue_time",
         _GAUGE,
         "s",
         "Time a request waited before being written to the socket (outbuf_latency).",
     ),
     (
-        "kafka.producer.queue.time",
+        "kafkaplus.producer.queue.time",
         _GAUGE,
         "s",
         "Time a message spent in the producer queue before joining a request (int_latency).",
     ),
     # topic level
     (
-        "kafka.producer.batch.size",
+        "kafkaplus.producer.batch.size",
         _GAUGE,
         "By",
         "Produce batch (MessageSet) size over the last statistics interval (batchsize).",
     ),
     (
-        "kafka.producer.batch.messages",
+        "kafkaplus.producer.batch.message.count",
         _GAUGE,
         "{message}",
         "Messages per produce batch over the last statistics interval (batchcnt).",
     ),
     # partition level
     (
-        "kafka.producer.partition.queue.messages",
+        "kafkaplus.producer.partition.queue.message.count",
         _GAUGE,
         "{message}",
         "Messages waiting in the partition's queue (msgq_cnt).",
     ),
     (
-        "kafka.producer.partition.queue.size",
+        "kafkaplus.producer.partition.queue.size",
         _GAUGE,
         "By",
         "Bytes waiting in the partition's queue (msgq_bytes).",
     ),
     (
-        "kafka.producer.partition.transmit_queue.messages",
+        "kafkaplus.producer.partition.transmit_queue.message.count",
         _GAUGE,
         "{message}",
         "Messages in the partition's broker transmit queue (xmit_msgq_cnt).",
     ),
     (
-        "kafka.producer.partition.transmit_queue.size",
+        "kafkaplus.producer.partition.transmit_queue.size",
         _GAUGE,
         "By",
         "Bytes in the partition's broker transmit queue (xmit_msgq_bytes).",
     ),
     (
-        "kafka.producer.partition.inflight.messages",
+        "kafkaplus.producer.partition.inflight.message.count",
         _GAUGE,
         "{message}",
         "Messages sent and awaiting acknowledgement (msgs_inflight).",
     ),
     (
-        "kafka.consumer.lag",
+        "kafkaplus.consumer.lag",
         _GAUGE,
         "{message}",
         "High watermark (or last stable offset) minus committed offset (consumer_lag).",
     ),
     (
-        "kafka.consumer.lag_stored",
+        "kafkaplus.consumer.lag_stored",
         _GAUGE,
         "{message}",
         "High watermark (or last stable offset) minus stored offset (consumer_lag_stored).",
     ),
     (
-        "kafka.consumer.committed_offset",
+        "kafkaplus.consumer.committed_offset",
         _GAUGE,
         "{offset}",
         "Last committed offset of the partition (committed_offset).",
     ),
     (
-        "kafka.consumer.fetch_queue.messages",
+        "kafkaplus.consumer.fetch_queue.message.count",
         _GAUGE,
         "{message}",
         "Pre-fetched messages waiting for the application (fetchq_cnt).",
     ),
     (
-        "kafka.consumer.fetch_queue.size",
+        "kafkaplus.consumer.fetch_queue.size",
         _GAUGE,
         "By",
         "Bytes of pre-fetched messages waiting for the application (fetchq_size).",
     ),
     # consumer group
     (
-        "kafka.consumer.group.rebalances",
+        "kafkaplus.consumer.group.rebalances",
         _COUNTER,
         "{rebalance}",
         "Rebalances (assignments or revocations) since the client started (cgrp.rebalance_cnt).",
     ),
     (
-        "kafka.consumer.group.assigned_partitions",
+        "kafkaplus.consumer.group.assigned_partition.count",
         _GAUGE,
         "{partition}",
         "Partitions currently assigned to this consumer (cgrp.assignment_size).",
@@ -314,56 +324,56 @@ METRIC_NAMES: tuple[str, ...] = tuple(spec[0] for spec in _SPECS)
 
 # (field, metric) pairs read the same way from every object of one level.
 _PRODUCER_CLIENT_FIELDS = (
-    ("msg_cnt", "kafka.producer.queue.messages"),
-    ("msg_size", "kafka.producer.queue.size"),
-    ("msg_max", "kafka.producer.queue.max_messages"),
-    ("msg_size_max", "kafka.producer.queue.max_size"),
-    ("txmsgs", "kafka.producer.sent.messages"),
-    ("txmsg_bytes", "kafka.producer.sent.bytes"),
+    ("msg_cnt", "kafkaplus.producer.queue.message.count"),
+    ("msg_size", "kafkaplus.producer.queue.size"),
+    ("msg_max", "kafkaplus.producer.queue.message.limit"),
+    ("msg_size_max", "kafkaplus.producer.queue.size.limit"),
+    ("txmsgs", "kafkaplus.producer.sent.messages"),
+    ("txmsg_bytes", "kafkaplus.producer.sent.bytes"),
 )
 _CONSUMER_CLIENT_FIELDS = (
-    ("rxmsgs", "kafka.consumer.received.messages"),
-    ("rxmsg_bytes", "kafka.consumer.received.bytes"),
+    ("rxmsgs", "kafkaplus.consumer.received.messages"),
+    ("rxmsg_bytes", "kafkaplus.consumer.received.bytes"),
 )
 _BROKER_FIELDS = (
-    ("tx", "kafka.broker.requests"),
-    ("rx", "kafka.broker.responses"),
-    ("txbytes", "kafka.broker.sent.bytes"),
-    ("rxbytes", "kafka.broker.received.bytes"),
-    ("txerrs", "kafka.broker.request.errors"),
-    ("rxerrs", "kafka.broker.response.errors"),
-    ("txretries", "kafka.broker.request.retries"),
-    ("req_timeouts", "kafka.broker.request.timeouts"),
-    ("connects", "kafka.broker.connects"),
-    ("disconnects", "kafka.broker.disconnects"),
-    ("outbuf_cnt", "kafka.broker.outbuf.requests"),
-    ("waitresp_cnt", "kafka.broker.inflight.requests"),
+    ("tx", "kafkaplus.broker.requests"),
+    ("rx", "kafkaplus.broker.responses"),
+    ("txbytes", "kafkaplus.broker.sent.bytes"),
+    ("rxbytes", "kafkaplus.broker.received.bytes"),
+    ("txerrs", "kafkaplus.broker.request.errors"),
+    ("rxerrs", "kafkaplus.broker.response.errors"),
+    ("txretries", "kafkaplus.broker.request.retries"),
+    ("req_timeouts", "kafkaplus.broker.request.timeouts"),
+    ("connects", "kafkaplus.broker.connects"),
+    ("disconnects", "kafkaplus.broker.disconnects"),
+    ("outbuf_cnt", "kafkaplus.broker.outbuf.request.count"),
+    ("waitresp_cnt", "kafkaplus.broker.inflight.request.count"),
 )
 # (field, metric, divisor to the metric's unit, report zeros for an empty window)
 _BROKER_WINDOWS = (
-    ("rtt", "kafka.broker.rtt", _US, False),
-    ("throttle", "kafka.broker.throttle.time", _MS, True),
-    ("outbuf_latency", "kafka.broker.request.queue_time", _US, False),
+    ("rtt", "kafkaplus.broker.rtt", _US, False),
+    ("throttle", "kafkaplus.broker.throttle.time", _MS, True),
+    ("outbuf_latency", "kafkaplus.broker.request.queue_time", _US, False),
 )
-_PRODUCER_BROKER_WINDOWS = (("int_latency", "kafka.producer.queue.time", _US, False),)
+_PRODUCER_BROKER_WINDOWS = (("int_latency", "kafkaplus.producer.queue.time", _US, False),)
 _TOPIC_WINDOWS = (
-    ("batchsize", "kafka.producer.batch.size", 1, False),
-    ("batchcnt", "kafka.producer.batch.messages", 1, False),
+    ("batchsize", "kafkaplus.producer.batch.size", 1, False),
+    ("batchcnt", "kafkaplus.producer.batch.message.count", 1, False),
 )
 _PRODUCER_PARTITION_FIELDS = (
-    ("msgq_cnt", "kafka.producer.partition.queue.messages"),
-    ("msgq_bytes", "kafka.producer.partition.queue.size"),
-    ("xmit_msgq_cnt", "kafka.producer.partition.transmit_queue.messages"),
-    ("xmit_msgq_bytes", "kafka.producer.partition.transmit_queue.size"),
-    ("msgs_inflight", "kafka.producer.partition.inflight.messages"),
+    ("msgq_cnt", "kafkaplus.producer.partition.queue.message.count"),
+    ("msgq_bytes", "kafkaplus.producer.partition.queue.size"),
+    ("xmit_msgq_cnt", "kafkaplus.producer.partition.transmit_queue.message.count"),
+    ("xmit_msgq_bytes", "kafkaplus.producer.partition.transmit_queue.size"),
+    ("msgs_inflight", "kafkaplus.producer.partition.inflight.message.count"),
 )
 # Lags of -1 and offsets of -1001 mean "unknown": every valid value is >= 0.
 _CONSUMER_PARTITION_FIELDS = (
-    ("consumer_lag", "kafka.consumer.lag"),
-    ("consumer_lag_stored", "kafka.consumer.lag_stored"),
-    ("committed_offset", "kafka.consumer.committed_offset"),
-    ("fetchq_cnt", "kafka.consumer.fetch_queue.messages"),
-    ("fetchq_size", "kafka.consumer.fetch_queue.size"),
+    ("consumer_lag", "kafkaplus.consumer.lag"),
+    ("consumer_lag_stored", "kafkaplus.consumer.lag_stored"),
+    ("committed_offset", "kafkaplus.consumer.committed_offset"),
+    ("fetchq_cnt", "kafkaplus.consumer.fetch_queue.message.count"),
+    ("fetchq_size", "kafkaplus.consumer.fetch_queue.size"),
 )
 
 _Attrs = dict[str, Any]
@@ -554,7 +564,7 @@ def _build(name: str, data: dict[str, Any], client: _Client) -> _Points:
 
     value = _int(data.get("replyq"))
     if value is not None:
-        points["kafka.client.reply_queue.events"].append(Observation(value, base))
+        points["kafkaplus.client.reply_queue.event.count"].append(Observation(value, base))
     if is_producer:
         _fields(data, _PRODUCER_CLIENT_FIELDS, base, points)
     if is_consumer:
@@ -608,10 +618,12 @@ def _build(name: str, data: dict[str, Any], client: _Client) -> _Points:
     if is_consumer and isinstance(cgrp, dict):
         value = _int(cgrp.get("rebalance_cnt"))
         if value is not None and value >= 0:
-            points["kafka.consumer.group.rebalances"].append(Observation(value, base))
+            points["kafkaplus.consumer.group.rebalances"].append(Observation(value, base))
         value = _int(cgrp.get("assignment_size"))
         if value is not None and value >= 0:
-            points["kafka.consumer.group.assigned_partitions"].append(Observation(value, base))
+            points["kafkaplus.consumer.group.assigned_partition.count"].append(
+                Observation(value, base)
+            )
     return points
 
 

@@ -11,20 +11,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry import metrics, trace
 from opentelemetry.context import get_current
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import NoOpTracer, ProxyTracer, Status, StatusCode, Tracer
 
+from ..version import __version__
 from . import sdkaccess
 from .errors import report
 from .instruments import Metrics
 from .options import Options
 from .propagation import Injector
-from .semconv import ERROR_TYPE, error_type
+from .semconv import ERROR_TYPE, SCHEMA_URL, error_type
+
+#: The instrumentation scope name of every span and metric kafkaplus emits.
+SCOPE = "opentelemetry_instrumentation_kafkaplus"
 
 
 class Telemetry:
-    """Signals and options of one ``instrument()`` call."""
+    """Signals and options of one ``instrument()`` call (or of one wrapped client)."""
+
+    @classmethod
+    def build(cls, tracer_provider: Any, meter_provider: Any, options: Options,
+              statistics: Any = None) -> Telemetry:  # fmt: skip
+        """Tracer and meter from these providers (None: the global ones)."""
+        tracer = trace.get_tracer(SCOPE, __version__, tracer_provider, schema_url=SCHEMA_URL)
+        meter = metrics.get_meter(SCOPE, __version__, meter_provider, schema_url=SCHEMA_URL)
+        return cls(tracer, meter, options, statistics=statistics)
 
     def __init__(self, tracer: Tracer, meter: Meter, options: Options, statistics: Any = None):
         self.tracer = tracer

@@ -20,9 +20,9 @@ Producer side   each producer keeps a ledger: per topic, how many messages were
                 ERROR; a producer garbage-collected with messages in flight
                 (librdkafka drops them without a report) gets ``_DESTROY``. Nothing
                 is flushed or polled on the application's behalf.
-Metrics         kafka.consumer.skipped_messages (+ a ``kafka.offset_gap`` event on the
-                process span), kafka.consumer.offset_resets,
-                kafka.producer.undelivered_messages (and messaging.client.sent.messages
+Metrics         kafkaplus.consumer.skipped.messages (+ a ``kafkaplus.offset_gap`` event on the
+                process span), kafkaplus.consumer.offset.resets,
+                kafkaplus.producer.undelivered.messages (and messaging.client.sent.messages
                 for the messages lost at exit). See docs/data-loss.md.
 """
 
@@ -39,9 +39,8 @@ from ..core.errors import report
 from ..core.telemetry import ACTIVE, Telemetry, fail_span
 
 #: Span event added to the process span of the first message after a gap.
-GAP_EVENT = "kafka.offset_gap"
-#: On the gap event: the consumer's ``isolation.level`` (what a gap may hide).
-ISOLATION_LEVEL = "messaging.kafka.isolation_level"
+GAP_EVENT = "kafkaplus.offset_gap"
+ISOLATION_LEVEL = sc.KAFKAPLUS_ISOLATION_LEVEL
 #: librdkafka's default ``isolation.level``.
 DEFAULT_ISOLATION = "read_committed"
 
@@ -98,7 +97,7 @@ class GapTracker:
                     continue
 
     def event_attributes(self, skipped: int, offset: int) -> dict[str, Any]:
-        """Attributes of the ``kafka.offset_gap`` event."""
+        """Attributes of the ``kafkaplus.offset_gap`` event."""
         return {
             sc.KAFKAPLUS_SKIPPED_MESSAGES: skipped,
             sc.KAFKAPLUS_EXPECTED_OFFSET: offset - skipped,

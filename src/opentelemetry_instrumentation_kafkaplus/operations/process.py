@@ -39,7 +39,7 @@ consume(n) (a batch)
 Metrics       messaging.client.consumed.messages and the message ages (per message,
               when handed to the app), messaging.process.duration (when the process
               span ends), messaging.client.operation.duration for the consume() call;
-              kafka.consumer.skipped_messages and kafka.consumer.offset_resets (loss.py).
+              kafkaplus.consumer.skipped.messages and kafkaplus.consumer.offset.resets (loss.py).
 
 Contexts made current by a poll remember the one they replaced, and the
 consumer's next call restores it only if ours is still current in the calling
@@ -105,8 +105,8 @@ class ConsumerState:
     """Per consumer: fixed attributes, topic templates, the records awaiting its next call."""
 
     __slots__ = (
-        "aio", "base_attrs", "claims", "commits", "detached", "gaps", "group", "open",
-        "stats", "tel", "topics", "waiting",
+        "aio", "base_attrs", "claims", "cluster_retry", "commits", "detached", "gaps", "group",
+        "open", "stats", "tel", "telemetry", "topics", "waiting",
     )  # fmt: skip
 
     def __init__(self, conf: Mapping[str, Any] | None) -> None:
@@ -130,6 +130,11 @@ class ConsumerState:
         self.claims = False
         #: The statistics callback installed in its configuration, if any.
         self.stats: Any = None
+        #: Telemetry of its own (a client wrapped with its own providers), else None:
+        #: the active instrumentation's.
+        self.telemetry: Telemetry | None = None
+        #: When to look for the cluster id again (clients/state.py); inf once known.
+        self.cluster_retry = 0.0
         self.gaps = loss.GapTracker(conf.get("isolation.level"))
 
     def topic(self, topic: str | None, tel: Telemetry) -> ProcessTopic:
@@ -313,9 +318,9 @@ def finish(record: Record, end_ns: int, error: BaseException | None = None, *,
                 mark_error(span, error)
             span.end(end_time=end_ns)
             _forget(record, NonRecordingSpan(span.get_span_context()))
-        tel = ACTIVE.telemetry
+        tel = record.tel
         attrs = record.metric_attrs
-        if attrs is not None and tel is not None and tel.metrics.per_message:
+        if attrs is not None and tel.metrics.per_message:
             if error is not None:
                 attrs = {**attrs, sc.ERROR_TYPE: sc.error_type(error)}
             tel.metrics.process_duration.record((end_ns - record.begin_ns) / 1e9, attrs)
@@ -431,7 +436,8 @@ def close_waiting(state: ConsumerState) -> None:
 # --- poll(): one message ---------------------------------------------------------------
 
 
-def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool = True) -> Any:
+def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool = True,
+                received_at: int = 0) -> Any:  # fmt: skip
     """The record of one polled message, made current (``attach``) for its handling.
 
     The hot path of every consumer: C getters are called once, and a message
@@ -461,6 +467,8 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool 
     ext, producer_sc, origin = read_headers(headers)
     ages = _ages(now, ts, origin)
     metric_attrs = _record_consumed(tel, info, partition, skipped, ages) if metering else None
+    if received_at:
+        _receive(tel, info, ambient, producer_sc, (partition, offset), (received_at, now))
     attrs = None
     parent: Context | None = None
     links = None
@@ -487,7 +495,10 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool 
     if attrs is not None and producer_sc is not None:
         _remember(("p", producer_sc.trace_id, producer_sc.span_id), record)
     if skipped and attrs is not None:
-        record.span_events = [(loss.GAP_EVENT, state.gaps.event_attributes(skipped, offset))]
+        event = state.gaps.event_attributes(skipped, offset)
+        if tel.options.compat_names:
+            sc.with_previous_names(event)
+        record.span_events = [(loss.GAP_EVENT, event)]
     if tracing:
         record.baggage = ext.get(BAGGAGE_KEY) if ext is not None else None
         record.origin = origin if origin is not None else ts
@@ -580,22 +591,56 @@ def _ages(now: int, ts: int | None, origin: int | None) -> tuple[float | None, f
 
 def _record_consumed(tel: Telemetry, info: ProcessTopic, partition: int, skipped: int,
                      ages: tuple[float | None, float | None]) -> dict[str, Any]:  # fmt: skip
-    """The metrics of one message handed to the app; returns their attributes."""
+    """The metrics of one message handed to the app (a receive: ``poll``).
+
+    Returns the attributes its process duration will carry.
+    """
     metrics = tel.metrics
-    attrs = info.metric_attrs
+    received = info.receive_metric_attrs
+    processed = info.metric_attrs
     if tel.options.metrics_partition:
-        attrs = sc.with_partition(attrs, partition)
+        received = sc.with_partition(received, partition)
+        processed = sc.with_partition(processed, partition)
     if skipped:
-        loss.count_skipped(tel, attrs, partition, skipped)
+        loss.count_skipped(tel, received, partition, skipped)
     if metrics.per_message:
-        metrics.consumed.add(1, attrs)
+        metrics.consumed.add(1, received)
     if metrics.ages:
         age, origin_age = ages
         if age is not None:
-            metrics.message_age.record(age, attrs)
+            metrics.message_age.record(age, received)
         if origin_age is not None:
-            metrics.origin_age.record(origin_age, attrs)
-    return attrs
+            metrics.origin_age.record(origin_age, received)
+    return processed
+
+
+def _receive(
+    tel: Telemetry,
+    info: ProcessTopic,
+    ambient: Context,
+    producer_sc: Any,
+    position: tuple[int, int],
+    window: tuple[int, int],
+) -> None:
+    """The ``receive_spans`` option: a ``poll {topic}`` span for the poll() that got the message.
+
+    CLIENT, operation type ``receive``, from the call to its return, linked to
+    the message's creation context (a receive span never takes it as parent).
+    """
+    start, end = window
+    if tel.metering() and tel.metrics.per_message:
+        tel.metrics.operation_duration.record((end - start) / 1e9, info.receive_metric_attrs)
+    if not tel.tracing():
+        return
+    attrs = info.poll_attrs.copy()
+    partition, offset = position
+    sc.position_attributes(attrs, topic=info.topic, partition=partition, offset=offset, dup=False)
+    links = [Link(producer_sc)] if producer_sc is not None else None
+    span = tel.tracer.start_span(
+        info.poll_name, context=ambient, kind=_CLIENT, attributes=attrs, links=links,
+        start_time=start,
+    )  # fmt: skip
+    end_span(span, end)
 
 
 def _parentage(ambient: Context, ext: Context | None, producer_sc: Any,
@@ -608,11 +653,8 @@ def _parentage(ambient: Context, ext: Context | None, producer_sc: Any,
         if producer_sc is not None:
             links.append(Link(producer_sc))
         return ambient, links
-    if producer_sc is not None and ext is not None:
-        parent = ext
-        links.append(Link(producer_sc))
-    else:
-        parent = _ROOT
+    # The creation context is the parent: a link to it would only repeat it.
+    parent = ext if producer_sc is not None and ext is not None else _ROOT
     if ambient_sc is not None and ambient_sc.is_valid:
         links.append(Link(ambient_sc))
     return parent, links
@@ -643,6 +685,8 @@ def _span_attributes(
         attrs[sc.KAFKAPLUS_MESSAGE_ORIGIN_AGE] = origin_age
     if opts.header_attributes and headers:
         sc.header_attributes(attrs, headers, opts.header_attributes)
+    if opts.compat_names:
+        sc.with_previous_names(attrs)
     return attrs
 
 
@@ -697,6 +741,8 @@ def process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start: 
         if skipped:
             event = state.gaps.event_attributes(skipped, offset)
             event[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
+            if tel.options.compat_names:
+                sc.with_previous_names(event)
             events.append((loss.GAP_EVENT, event))
         _, producer_sc, origin = read_headers(msg.headers())
         if metering:

@@ -23,7 +23,7 @@ At start    messaging.system, messaging.operation.name/type ``send``, destinatio
 At the ack  partition and offset; or ``error.type`` and ERROR status.
 Metrics     at the report: messaging.client.operation.duration and
             messaging.client.sent.messages (per-message set), and
-            kafka.producer.undelivered_messages for a failure.
+            kafkaplus.producer.undelivered.messages for a failure.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ class ProducerState:
     """What a producer keeps from its config: nothing secret, nothing unused."""
 
     __slots__ = (
-        "__weakref__", "aio", "base_attrs", "default_cb", "default_known", "ledger",
-        "only_error", "stats", "tel", "topics",
+        "__weakref__", "aio", "base_attrs", "cluster_retry", "default_cb", "default_known",
+        "ledger", "only_error", "stats", "tel", "telemetry", "topics",
     )  # fmt: skip
 
     def __init__(self, conf: Mapping[str, Any] | None) -> None:
@@ -80,6 +80,11 @@ class ProducerState:
         self.aio = False
         #: The statistics callback installed in its configuration, if any.
         self.stats: Any = None
+        #: Telemetry of its own (a client wrapped with its own providers), else None:
+        #: the active instrumentation's.
+        self.telemetry: Telemetry | None = None
+        #: When to look for the cluster id again (clients/state.py); inf once known.
+        self.cluster_retry = 0.0
         self.ledger = loss.track_producer(self)
 
     def topic(self, topic: str, tel: Telemetry) -> SendTopic:
@@ -94,31 +99,40 @@ class ProducerState:
 
 
 class SendTopic:
-    """Per client and topic: the span name, attribute templates, the in-flight count."""
+    """Per client and topic: the span name and attribute template, and what reports need."""
 
-    __slots__ = (
-        "attrs", "excluded", "failed", "inflight", "ledger", "metric_attrs", "name",
-        "only_error", "shared", "tel",
-    )  # fmt: skip
+    __slots__ = ("attrs", "excluded", "name", "report", "shared")
 
     def __init__(self, state: ProducerState, topic: str, tel: Telemetry) -> None:
         opts = tel.options
-        self.tel = tel
         self.excluded = opts.topic_excluded(topic)
         self.name = f"send {topic}"
         self.attrs = sc.operation_attributes(
             state.base_attrs, operation_name=sc.OP_SEND, operation_type=sc.OP_SEND,
             topic=topic, legacy_operation="publish", dup=opts.semconv_dup,
         )  # fmt: skip
-        self.metric_attrs = sc.metric_attributes(self.attrs)
+        self.report = TopicReport(topic, tel, sc.metric_attributes(self.attrs), state)
+        #: The callback of every message that holds no span and has no callback of
+        #: its own: no object per message.
+        self.shared = Delivery(self.report, None, 0, state.default_cb)
+
+
+class TopicReport:
+    """What a delivery report of this topic needs (apart from the template: no cycle)."""
+
+    __slots__ = ("failed", "inflight", "ledger", "metric_attrs", "name", "only_error", "tel")
+
+    def __init__(
+        self, topic: str, tel: Telemetry, metric_attrs: dict[str, Any], state: ProducerState
+    ) -> None:
+        self.name = f"send {topic}"
+        self.tel = tel
+        self.metric_attrs = metric_attrs
         #: error.type -> metric attributes of a failed delivery.
         self.failed: dict[str, dict[str, Any]] = {}
         self.ledger = state.ledger
-        self.inflight = state.ledger.topic(topic, self.metric_attrs)
+        self.inflight = state.ledger.topic(topic, metric_attrs)
         self.only_error = state.only_error
-        #: The callback of every message that holds no span and has no callback of
-        #: its own: no object per message.
-        self.shared = Delivery(self, None, 0, state.default_cb)
 
 
 def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, client: Any,
@@ -259,13 +273,14 @@ def delivery_for(
         if not state.default_known:
             return None
         if span is None:
-            next(info.inflight.produced)
+            next(info.report.inflight.produced)
             return info.shared
         user_cb = state.default_cb
-    delivery = Delivery(info, span, _time_ns() if span is not None else 0, user_cb)
-    next(info.inflight.produced)
+    report = info.report
+    delivery = Delivery(report, span, _time_ns() if span is not None else 0, user_cb)
+    next(report.inflight.produced)
     if span is not None:
-        info.ledger.hold(id(delivery), delivery)
+        report.ledger.hold(id(delivery), delivery)
     return delivery
 
 
@@ -278,18 +293,19 @@ def deliver_later(tel: Telemetry, info: SendTopic, span: Any) -> Delivery | None
     recording = span is not None and span.is_recording()
     if not recording and not tel.metering():
         return None
-    delivery = Delivery(info, span if recording else None, _time_ns() if recording else 0, None)
-    next(info.inflight.produced)
+    report = info.report
+    delivery = Delivery(report, span if recording else None, _time_ns() if recording else 0, None)
+    next(report.inflight.produced)
     if recording:
-        info.ledger.hold(id(delivery), delivery)
+        report.ledger.hold(id(delivery), delivery)
     return delivery
 
 
 def never_sent(info: SendTopic, callback: Any) -> None:
     """The call raised: the message was never in flight."""
     if isinstance(callback, Delivery):
-        next(info.inflight.reported)
-        info.ledger.spans.pop(id(callback), None)
+        next(info.report.inflight.reported)
+        info.report.ledger.spans.pop(id(callback), None)
 
 
 def holds(callback: Any, span: Any) -> bool:
@@ -306,16 +322,16 @@ class Delivery:
     garbage collector would walk) per message that needs one.
     """
 
-    __slots__ = ("info", "span", "start_ns", "user_cb")
+    __slots__ = ("report", "span", "start_ns", "user_cb")
 
-    def __init__(self, info: SendTopic, span: Any, start_ns: int, user_cb: Any) -> None:
-        self.info = info
+    def __init__(self, report: TopicReport, span: Any, start_ns: int, user_cb: Any) -> None:
+        self.report = report
         self.span = span
         self.start_ns = start_ns
         self.user_cb = user_cb
 
     def __call__(self, err: Any, msg: Any) -> Any:
-        info = self.info
+        info = self.report
         user_cb = self.user_cb
         span = self.span
         token = None
@@ -349,7 +365,7 @@ class Delivery:
                 end_span(span, end_ns)
 
 
-def _record_ack(span: Any, err: Any, msg: Any, info: SendTopic) -> None:
+def _record_ack(span: Any, err: Any, msg: Any, info: TopicReport) -> None:
     """The broker's answer on the span (only recording spans are held to the ack)."""
     if err is None:
         attrs: dict[str, Any] = {}
@@ -373,7 +389,7 @@ def _describe(err: Any, etype: str) -> str:
 
 
 def _record_metrics(
-    tel: Telemetry, info: SendTopic, err: Any, msg: Any, latency: float | None
+    tel: Telemetry, info: TopicReport, err: Any, msg: Any, latency: float | None
 ) -> None:
     metrics = tel.metrics
     if err is None:

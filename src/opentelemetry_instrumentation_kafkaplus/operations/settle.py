@@ -12,9 +12,9 @@ Ends        when the call returns or raises; an asynchronous ``commit()`` ends w
 Parent      the current span: the message being processed (its process span).
 Attributes  messaging.system, operation name/type, destination name, consumer group,
             client id, server; one partition: its id and the committed offset
-            (the next offset to read); several: ``messaging.kafka.commit.offsets``
-            (``topic/partition@offset`` each); ``messaging.kafka.commit.async``;
-            ``messaging.kafka.commit.auto`` on automatic commits. Failures:
+            (the next offset to read); several: ``kafkaplus.commit.offsets``
+            (``topic/partition@offset`` each); ``kafkaplus.commit.async``;
+            ``kafkaplus.commit.auto`` on automatic commits. Failures:
             ``error.type`` (the first failed partition's error) and ERROR status.
 Metrics     none (the conventions define no settle metric).
 """
@@ -29,7 +29,7 @@ from opentelemetry.trace import SpanKind
 from ..core import semconv as sc
 from ..core.calls import Call
 from ..core.errors import KafkaFailure, report
-from ..core.telemetry import ACTIVE, Telemetry, end_span, fail_span, suppressed
+from ..core.telemetry import Telemetry, end_span, fail_span, suppressed
 
 _CLIENT = SpanKind.CLIENT
 #: Asynchronous commit spans waiting for their result; librdkafka bounds its own
@@ -76,13 +76,12 @@ def settle(tel: Telemetry, base_attrs: dict[str, Any], call: Call, operation: st
     return result
 
 
-def commit_result(state_results: CommitResults, base_attrs: dict[str, Any], err: Any,
-                  partitions: Any) -> None:  # fmt: skip
+def commit_result(tel: Telemetry | None, results: CommitResults, base_attrs: dict[str, Any],
+                  err: Any, partitions: Any) -> None:  # fmt: skip
     """``on_commit``: end the oldest asynchronous commit span, or record an automatic commit."""
-    if state_results.pending:
-        span = state_results.pending.popleft()
+    if results.pending:
+        span = results.pending.popleft()
     else:
-        tel = ACTIVE.telemetry
         if tel is None or suppressed() or not tel.tracing():
             return
         # enable.auto.commit: librdkafka settled on its own; a settle span for
@@ -90,7 +89,11 @@ def commit_result(state_results: CommitResults, base_attrs: dict[str, Any], err:
         offsets = list(partitions or [])
         span = _start(tel, base_attrs, _entries({"offsets": offsets}, "commit"), "commit", True)
         if span.is_recording():
-            span.set_attribute(sc.KAFKAPLUS_COMMIT_AUTO, True)
+            span.set_attributes(
+                sc.with_previous_names({sc.KAFKAPLUS_COMMIT_AUTO: True})
+                if tel.options.compat_names
+                else {sc.KAFKAPLUS_COMMIT_AUTO: True}
+            )
     failed = err
     if failed is None:
         failed = next((tp.error for tp in partitions or [] if tp.error is not None), None)
@@ -125,6 +128,8 @@ def _start(tel: Telemetry, base_attrs: dict[str, Any], entries: list[tuple[str, 
     name, attrs = sc.settle_attributes(
         base_attrs, operation=operation, entries=entries, asynchronous=asynchronous
     )
+    if tel.options.compat_names:
+        sc.with_previous_names(attrs)
     return tel.tracer.start_span(name, kind=_CLIENT, attributes=attrs)
 
 

@@ -190,7 +190,7 @@ def metrics_summary(receiver: Receiver) -> str:
         n = sum(p.count for p in pts)
         return f"{sum(p.value for p in pts) / n * 1000:.1f} ms" if n else "n/a"
 
-    lag = _latest(receiver, "kafka.consumer.lag")
+    lag = _latest(receiver, "kafkaplus.consumer.lag")
     lag_s = f"{int(max(p.value for p in lag))}" if lag else "n/a (statistics not reported)"
     rows = [
         ("messages sent (ingest, enricher)",
@@ -201,11 +201,11 @@ def metrics_summary(receiver: Receiver) -> str:
          f"{int(total('messaging.client.consumed.messages', 'sink'))}"),
         ("mean send duration (produce -> ack)",
          mean("messaging.client.operation.duration", "ingest")),
-        ("mean message age at sink", mean("kafka.message.age", "sink")),
-        ("mean age since origin at sink", mean("kafka.message.origin_age", "sink")),
+        ("mean message age at sink", mean("kafkaplus.message.age", "sink")),
+        ("mean age since origin at sink", mean("kafkaplus.message.origin_age", "sink")),
         ("max consumer lag", lag_s),
-        ("delivery failures", f"{int(total('kafka.producer.undelivered_messages'))}"),
-        ("skipped offsets", f"{int(total('kafka.consumer.skipped_messages'))}"),
+        ("delivery failures", f"{int(total('kafkaplus.producer.undelivered.messages'))}"),
+        ("skipped offsets", f"{int(total('kafkaplus.consumer.skipped.messages'))}"),
     ]  # fmt: skip
     return "\n".join(f"  {k:<38} {v}" for k, v in rows)
 

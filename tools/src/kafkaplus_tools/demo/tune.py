@@ -121,8 +121,8 @@ def _latest(
 
 def _stat(points: Iterable[Point], name: str, service: str, stat: str,
           combine: Callable[[list[float]], float], **match: Any) -> float | None:  # fmt: skip
-    """A window statistic (``kafka.stat``) over every broker or topic series."""
-    found = _latest(points, name, service, **{"kafka.stat": stat}, **match)
+    """A window statistic (``kafkaplus.stat``) over every broker or topic series."""
+    found = _latest(points, name, service, **{"kafkaplus.stat": stat}, **match)
     values = [float(p.value) for p in found.values()]
     return combine(values) if values else None
 
@@ -156,8 +156,8 @@ def measure(setting: Setting, receiver: Receiver, topics: dict[str, str],
     if sends and sinks:
         pipeline_s = (max(s.end_ns for s in sinks) - min(s.start_ns for s in sends)) / 1e9
 
-    requests = _latest(points, "kafka.broker.requests", "ingest")
-    ages = _latest(points, "kafka.message.age", "sink")
+    requests = _latest(points, "kafkaplus.broker.requests", "ingest")
+    ages = _latest(points, "kafkaplus.message.age", "sink")
     age_n = sum(p.count for p in ages.values())
     topic = {"messaging.destination.name": raw}
     return Measured(
@@ -167,14 +167,16 @@ def measure(setting: Setting, receiver: Receiver, topics: dict[str, str],
         send_p50_s=percentile(send_d, 0.5),
         send_p99_s=percentile(send_d, 0.99),
         batch_messages_avg=_stat(
-            points, "kafka.producer.batch.messages", "ingest", "avg", _mean, **topic
+            points, "kafkaplus.producer.batch.message.count", "ingest", "avg", _mean, **topic
         ),
         batch_messages_max=_stat(
-            points, "kafka.producer.batch.messages", "ingest", "max", max, **topic
+            points, "kafkaplus.producer.batch.message.count", "ingest", "max", max, **topic
         ),
-        batch_bytes_avg=_stat(points, "kafka.producer.batch.size", "ingest", "avg", _mean, **topic),
-        queue_avg_s=_stat(points, "kafka.producer.queue.time", "ingest", "avg", _mean),
-        queue_p99_s=_stat(points, "kafka.producer.queue.time", "ingest", "p99", max),
+        batch_bytes_avg=_stat(
+            points, "kafkaplus.producer.batch.size", "ingest", "avg", _mean, **topic
+        ),
+        queue_avg_s=_stat(points, "kafkaplus.producer.queue.time", "ingest", "avg", _mean),
+        queue_p99_s=_stat(points, "kafkaplus.producer.queue.time", "ingest", "p99", max),
         requests=int(sum(p.value for p in requests.values())) if requests else None,
         throughput=throughput,
         process_spans=len(processes),
@@ -198,7 +200,7 @@ def _wait_for(receiver: Receiver, topics: dict[str, str], messages: int,
     while time.monotonic() < deadline:
         sends = sum(1 for s in receiver.spans if s.service == "ingest" and s.name == f"send {raw}")
         stats = any(
-            p.name == "kafka.producer.batch.messages" and p.service == "ingest"
+            p.name == "kafkaplus.producer.batch.message.count" and p.service == "ingest"
             for p in receiver.points
         )
         if sends >= messages and stats:

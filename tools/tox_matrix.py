@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Run the tox matrix with the interpreters this machine has; say what was skipped.
+
+``make test`` calls this. It looks for python3.10 ... python3.13 on PATH and in
+pyenv's versions (without changing which Python is active), puts the ones it
+finds on PATH for tox, runs every tox environment they can run, and lists the
+environments it skipped with how to get their interpreter. With
+``KAFKAPLUS_REQUIRE_ALL=1`` (what CI sets) a missing interpreter is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+VERSIONS = ("3.10", "3.11", "3.12", "3.13")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pyenv_dirs(version: str) -> list[Path]:
+    """bin directories of pyenv's installs of ``version``, newest patch first."""
+    root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
+    if shutil.which("pyenv"):
+        try:
+            root = subprocess.run(["pyenv", "root"], capture_output=True, text=True,
+                                  check=True).stdout.strip() or root  # fmt: skip
+        except (OSError, subprocess.CalledProcessError):
+            pass
+    versions = Path(root) / "versions"
+    if not versions.is_dir():
+        return []
+    found = [p for p in versions.iterdir() if re.fullmatch(re.escape(version) + r"\.\d+", p.name)]
+    found.sort(key=lambda p: int(p.name.rsplit(".", 1)[1]), reverse=True)
+    return [p / "bin" for p in found if (p / "bin" / f"python{version}").exists()]
+
+
+def interpreters() -> tuple[dict[str, str], list[str]]:
+    """(version -> a directory to put on PATH, or "" when already on PATH), missing versions."""
+    found: dict[str, str] = {}
+    missing = []
+    for version in VERSIONS:
+        if shutil.which(f"python{version}"):
+            found[version] = ""
+            continue
+        dirs = pyenv_dirs(version)
+        if dirs:
+            found[version] = str(dirs[0])
+        else:
+            missing.append(version)
+    return found, missing
+
+
+def tox_envs(tox: list[str]) -> list[str]:
+    out = subprocess.run([*tox, "-l"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+def env_version(env: str) -> str | None:
+    """The Python a tox environment needs (py311-... -> 3.11); None: the default one."""
+    match = re.match(r"py3(\d+)", env)
+    return f"3.{match.group(1)}" if match else None
+
+
+def main(argv: list[str]) -> int:
+    tox = [sys.executable, "-m", "tox"]
+    found, missing = interpreters()
+    extra = [d for d in found.values() if d]
+    env = dict(os.environ)
+    if extra:
+        env["PATH"] = os.pathsep.join([*extra, env.get("PATH", "")])
+    envs = tox_envs(tox)
+    runnable = [e for e in envs if env_version(e) not in missing]
+    skipped = [e for e in envs if env_version(e) in missing]
+    if skipped:
+        print("kafkaplus: skipping tox environments whose Python is not installed:", file=sys.stderr)
+        for version in missing:
+            names = ", ".join(e for e in skipped if env_version(e) == version)
+            print(f"  python{version}: {names}", file=sys.stderr)
+        print(
+            "  install it (for example `pyenv install " + " ".join(missing) + "`, or your "
+            "system's python3.X package) and run `make test` again.",
+            file=sys.stderr,
+        )
+        if os.environ.get("KAFKAPLUS_REQUIRE_ALL") == "1":
+            print("kafkaplus: KAFKAPLUS_REQUIRE_ALL=1: every environment must run.", file=sys.stderr)
+            return 1
+    parallel = os.environ.get("TOX_PARALLEL", "auto")
+    command = [*tox, "run-parallel", "--parallel", parallel, "--parallel-no-spinner", "--quiet",
+               "-e", ",".join(runnable), *argv]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env)
+    if skipped:
+        print(f"kafkaplus: skipped {len(skipped)} environment(s): {', '.join(skipped)}",
+              file=sys.stderr)  # fmt: skip
+    return done.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
