@@ -10,6 +10,7 @@ environments it skipped with how to get their interpreter. With
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -25,11 +26,9 @@ def pyenv_dirs(version: str) -> list[Path]:
     """bin directories of pyenv's installs of ``version``, newest patch first."""
     root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
     if shutil.which("pyenv"):
-        try:
-            root = subprocess.run(["pyenv", "root"], capture_output=True, text=True,
-                                  check=True).stdout.strip() or root  # fmt: skip
-        except (OSError, subprocess.CalledProcessError):
-            pass
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+            done = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True)
+            root = done.stdout.strip() or root
     versions = Path(root) / "versions"
     if not versions.is_dir():
         return []
@@ -65,6 +64,10 @@ def env_version(env: str) -> str | None:
     return f"3.{match.group(1)}" if match else None
 
 
+def say(line: str) -> None:
+    print(f"kafkaplus: {line}", file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     tox = [sys.executable, "-m", "tox"]
     found, missing = interpreters()
@@ -76,7 +79,7 @@ def main(argv: list[str]) -> int:
     runnable = [e for e in envs if env_version(e) not in missing]
     skipped = [e for e in envs if env_version(e) in missing]
     if skipped:
-        print("kafkaplus: skipping tox environments whose Python is not installed:", file=sys.stderr)
+        say("skipping tox environments whose Python is not installed:")
         for version in missing:
             names = ", ".join(e for e in skipped if env_version(e) == version)
             print(f"  python{version}: {names}", file=sys.stderr)
@@ -86,7 +89,7 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         if os.environ.get("KAFKAPLUS_REQUIRE_ALL") == "1":
-            print("kafkaplus: KAFKAPLUS_REQUIRE_ALL=1: every environment must run.", file=sys.stderr)
+            say("KAFKAPLUS_REQUIRE_ALL=1: every environment must run.")
             return 1
     parallel = os.environ.get("TOX_PARALLEL", "auto")
     command = [*tox, "run-parallel", "--parallel", parallel, "--parallel-no-spinner", "--quiet",
