@@ -37,12 +37,23 @@ def pyenv_dirs(version: str) -> list[Path]:
     return [p / "bin" for p in found if (p / "bin" / f"python{version}").exists()]
 
 
+def _runs(command: str) -> bool:
+    """Whether ``command`` is on PATH and starts (a pyenv shim of an inactive version does not)."""
+    if not shutil.which(command):
+        return False
+    try:
+        done = subprocess.run([command, "-c", "pass"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
 def interpreters() -> tuple[dict[str, str], list[str]]:
     """(version -> a directory to put on PATH, or "" when already on PATH), missing versions."""
     found: dict[str, str] = {}
     missing = []
     for version in VERSIONS:
-        if shutil.which(f"python{version}"):
+        if _runs(f"python{version}"):
             found[version] = ""
             continue
         dirs = pyenv_dirs(version)
