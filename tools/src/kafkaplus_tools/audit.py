@@ -1115,14 +1115,9 @@ def render_text(report: Report) -> str:
     if report.files and all(f.format == CLICKHOUSE_FORMAT for f in report.files):
         # The query reads only spans with messaging.system=kafka, so it cannot
         # say how many spans the table holds in all.
-        lines.extend(
-            _wrap(
-                f"kafkaplus audit: ClickHouse query, {spans} spans with "
-                f"messaging.system=kafka, {messaging} Kafka spans"
-            )
-        )
+        lines.extend(_wrap(f"kafkaplus audit: ClickHouse query, {messaging} Kafka spans"))
         for f in report.files:
-            lines.extend(_wrap(f.path, 2))
+            lines.extend(_wrap(f"{f.path} ({f.spans} spans with messaging.system=kafka)", 2))
     else:
         lines.extend(
             _wrap(
