@@ -461,7 +461,7 @@ def test_cli_over_http_prints_the_file_audits_report(
         assert "s3cret" not in out and max(len(line) for line in out.splitlines()) <= 80
         assert "total: produced 11, delivered 8, failed 2, unacknowledged 1, never" in out
 
-        [audit_request] = [r for r in server.requests if "message_sides" in r.sql]
+        [audit_request] = [r for r in server.requests if "{table:Identifier}" in r.sql]
         assert audit_request.user == "auditor"
         assert audit_request.args["param_database"] == database
         assert audit_request.args["param_table"] == name

@@ -106,52 +106,46 @@ facts AS
     FROM spans
     ARRAY JOIN fact_attrs AS m, arrayEnumerate(fact_attrs) AS i
 ),
--- Per message: its producer side, and each consumer group's side. A NULL offset
--- collects the sends the broker never acknowledged.
-message_sides AS
-(
-    SELECT
-        topic,
-        partition,
-        offset,
-        -- 1: the producer side, 2: a consumer group's side, 0: nothing to join
-        multiIf(fact_role = 'p', 1, fact_role IN ('c', 'b'), 2, 0) AS side,
-        if(side = 2, consumer_group, '') AS side_group,
-        countIf(i = 1) AS side_spans,
-        countIf(i = 1 AND span_role != '') AS side_messaging_spans,
-        countIf(fact_role = 'p' AND in_window) AS side_produced,
-        countIf(fact_role = 'p' AND NOT in_window) > 0 AS side_produced_outside,
-        -- Several producer spans for one offset (overlapping exports): the earliest counts.
-        minIf(t, fact_role = 'p' AND in_window) AS side_produced_ns,
-        argMinIf(trace_id, (t, trace_id), fact_role = 'p' AND in_window) AS side_trace_id,
-        countIf(fact_role = 'p' AND in_window AND failed) AS side_failed,
-        sumMapIf([error_type], [toUInt64(1)], fact_role = 'p' AND in_window AND failed) AS side_failures,
-        -- A process span times the hand-over exactly; a batch only bounds it.
-        minOrNullIf(t, fact_role = 'c') AS side_processed_ns,
-        minOrNullIf(t, fact_role = 'b') AS side_polled_ns
-    FROM facts
-    GROUP BY topic, partition, offset, side, side_group
-),
+-- One row per message (topic, partition, offset): the one aggregation whose
+-- size grows with the data. Sends without an offset (never acknowledged) share
+-- offset NULL, one row per error type.
 messages AS
 (
     SELECT
         topic,
         partition,
         offset,
-        sum(side_spans) AS msg_spans,
-        sum(side_messaging_spans) AS msg_messaging_spans,
-        sumIf(side_produced, side = 1) AS msg_produced,
-        maxIf(side_produced_outside, side = 1) AS msg_produced_outside,
-        maxIf(side_produced_ns, side = 1) AS msg_produced_ns,
-        anyIf(side_trace_id, side = 1) AS msg_trace_id,
-        sumIf(side_failed, side = 1) AS msg_failed,
-        sumMapIf(side_failures.1, side_failures.2, side = 1) AS msg_failures,
-        -- (group, hand-over time) for every group that consumed the message.
-        groupArrayIf((side_group, assumeNotNull(coalesce(side_processed_ns, side_polled_ns))),
-                     side = 2) AS msg_consumed,
-        offset IS NOT NULL AND msg_produced > 0 AS msg_delivered
-    FROM message_sides
-    GROUP BY topic, partition, offset
+        if(offset IS NULL AND fact_role = 'p' AND in_window AND failed, error_type, '')
+            AS failure,
+        countIf(i = 1) AS msg_spans,
+        countIf(i = 1 AND span_role != '') AS msg_messaging_spans,
+        countIf(fact_role = 'p' AND in_window) AS msg_produced,
+        countIf(fact_role = 'p' AND NOT in_window) > 0 AS msg_produced_outside,
+        -- Several producer spans for one offset (overlapping exports): the earliest counts.
+        minIf(t, fact_role = 'p' AND in_window) AS msg_produced_ns,
+        argMinIf(trace_id, (t, trace_id), fact_role = 'p' AND in_window) AS msg_trace_id,
+        countIf(fact_role = 'p' AND in_window AND failed) AS msg_failed,
+        -- (group, from a process span?, hand-over time) per consumption
+        groupArrayIf((consumer_group, fact_role = 'c', t), fact_role IN ('c', 'b'))
+            AS msg_consumptions
+    FROM facts
+    GROUP BY topic, partition, offset, failure
+),
+-- Per message and consumer group, the hand-over: the earliest process span if
+-- there is one (it times the hand-over exactly), else the earliest batch (which
+-- only bounds it).
+consumed AS
+(
+    SELECT
+        *,
+        offset IS NOT NULL AND msg_produced > 0 AS msg_delivered,
+        arraySort(arrayDistinct(arrayMap(c -> c.1, msg_consumptions))) AS consumer_groups,
+        arrayMap(g -> (g, if(
+                arrayExists(c -> c.1 = g AND c.2, msg_consumptions),
+                arrayMin(arrayMap(c -> c.3, arrayFilter(c -> c.1 = g AND c.2, msg_consumptions))),
+                arrayMin(arrayMap(c -> c.3, arrayFilter(c -> c.1 = g, msg_consumptions))))),
+            consumer_groups) AS msg_consumed
+    FROM messages
 ),
 partitions AS
 (
@@ -165,7 +159,7 @@ partitions AS
         sumIf(msg_produced - msg_failed, offset IS NULL) AS part_unacknowledged,
         sumIf(msg_produced - 1, msg_delivered AND msg_produced > 1) AS part_duplicates,
         countIf(msg_delivered AND empty(msg_consumed)) AS part_never_consumed,
-        sumMapIf(msg_failures.1, msg_failures.2, offset IS NULL) AS part_failures,
+        sumMapIf([failure], [msg_failed], offset IS NULL AND failure != '') AS part_failures,
         groupUniqArrayArray(arrayMap(c -> c.1, msg_consumed)) AS part_groups,
         -- per group: delivered messages it consumed
         sumMapIf(arrayMap(c -> c.1, msg_consumed), arrayMap(c -> toUInt64(1), msg_consumed),
@@ -193,7 +187,7 @@ partitions AS
             msg_delivered
             AND NOT has(arrayMap(c -> c.1, msg_consumed), {group:Nullable(String)}))
             AS part_group_orphans
-    FROM messages
+    FROM consumed
     GROUP BY topic, partition
 ),
 topics AS
