@@ -52,13 +52,41 @@ spans AS
         toString(StatusCode) IN ('Error', 'STATUS_CODE_ERROR')
             OR mapContains(attrs, 'error.type') AS failed,
         if(mapContains(attrs, 'error.type'), attrs['error.type'], '(no error.type)') AS error_type,
-        -- Element 1 only counts the span. Then the attribute maps that may name a
-        -- message: the span's own and, for a batch, each link's (the links carry
-        -- partition and offset).
-        arrayConcat([attrs],
-                    multiIf(role = 'b', arrayConcat([attrs], Links.Attributes),
-                            role != '', [attrs],
-                            [])) AS fact_attrs
+        -- Element 1 only counts the span. Then (destination, partition, offset) as
+        -- written, for each message the span names: its own and, for a batch, each
+        -- link's (the links carry partition and offset). Only these strings go
+        -- on, not the attribute maps.
+        arrayConcat(
+            [('', '', '')],
+            if(role != '', [(
+                '',
+                multiIf(
+                    mapContains(attrs, 'messaging.destination.partition.id'),
+                        attrs['messaging.destination.partition.id'],
+                    mapContains(attrs, 'messaging.kafka.destination.partition'),
+                        attrs['messaging.kafka.destination.partition'],
+                    mapContains(attrs, 'messaging.kafka.partition'),
+                        attrs['messaging.kafka.partition'],
+                    ''),
+                multiIf(
+                    mapContains(attrs, 'messaging.kafka.offset'), attrs['messaging.kafka.offset'],
+                    mapContains(attrs, 'messaging.kafka.message.offset'),
+                        attrs['messaging.kafka.message.offset'],
+                    ''))], []),
+            if(role = 'b', arrayMap(m -> (
+                m['messaging.destination.name'],
+                multiIf(
+                    mapContains(m, 'messaging.destination.partition.id'),
+                        m['messaging.destination.partition.id'],
+                    mapContains(m, 'messaging.kafka.destination.partition'),
+                        m['messaging.kafka.destination.partition'],
+                    mapContains(m, 'messaging.kafka.partition'), m['messaging.kafka.partition'],
+                    ''),
+                multiIf(
+                    mapContains(m, 'messaging.kafka.offset'), m['messaging.kafka.offset'],
+                    mapContains(m, 'messaging.kafka.message.offset'),
+                        m['messaging.kafka.message.offset'],
+                    '')), Links.Attributes), [])) AS named
     FROM {database:Identifier}.{table:Identifier}
     WHERE SpanAttributes['messaging.system'] = 'kafka'
       AND ({scan_from:Nullable(DateTime64(9, 'UTC'))} IS NULL
@@ -81,21 +109,11 @@ facts AS
             OR t >= toUnixTimestamp64Nano({since:Nullable(DateTime64(9, 'UTC'))}))
         AND ({until:Nullable(DateTime64(9, 'UTC'))} IS NULL
             OR t < toUnixTimestamp64Nano({until:Nullable(DateTime64(9, 'UTC'))})) AS in_window,
-        if(i > 2 AND m['messaging.destination.name'] != '',
-           m['messaging.destination.name'], span_topic) AS fact_topic,
-        replaceRegexpAll(multiIf(
-            mapContains(m, 'messaging.destination.partition.id'),
-                m['messaging.destination.partition.id'],
-            mapContains(m, 'messaging.kafka.destination.partition'),
-                m['messaging.kafka.destination.partition'],
-            mapContains(m, 'messaging.kafka.partition'), m['messaging.kafka.partition'],
-            ''), '^\\s+|\\s+$', '') AS raw_partition,
+        if(i > 2 AND k.1 != '', k.1, span_topic) AS fact_topic,
+        replaceRegexpAll(k.2, '^\\s+|\\s+$', '') AS raw_partition,
         -- librdkafka reports -1 for a partition not yet chosen.
         if(raw_partition IN ('', '-1'), '?', raw_partition) AS fact_partition,
-        replaceRegexpAll(multiIf(
-            mapContains(m, 'messaging.kafka.offset'), m['messaging.kafka.offset'],
-            mapContains(m, 'messaging.kafka.message.offset'), m['messaging.kafka.message.offset'],
-            ''), '^\\s+|\\s+$', '') AS raw_offset,
+        replaceRegexpAll(k.3, '^\\s+|\\s+$', '') AS raw_offset,
         if(match(raw_offset, '^[0-9]+$'), toUInt64OrNull(raw_offset), NULL) AS fact_offset,
         i > 1 AND fact_topic IS NOT NULL
             AND (role = 'p' OR (role IN ('c', 'b') AND fact_offset IS NOT NULL)) AS usable,
@@ -104,7 +122,7 @@ facts AS
         if(usable, fact_partition, '') AS partition,
         if(usable, fact_offset, NULL) AS offset
     FROM spans
-    ARRAY JOIN fact_attrs AS m, arrayEnumerate(fact_attrs) AS i
+    ARRAY JOIN named AS k, arrayEnumerate(named) AS i
 ),
 -- One row per message (topic, partition, offset): the one aggregation whose
 -- size grows with the data. Sends without an offset (never acknowledged) share
