@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from .audit import (
     CLICKHOUSE_FORMAT,
@@ -261,7 +261,9 @@ def redact(url: str) -> str:
     if ":" in host:  # IPv6
         host = f"[{host}]"
     netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    if not parts.scheme:
+        return netloc + parts.path
+    return f"{parts.scheme}://{netloc}{parts.path}"
 
 
 def url_database(url: str) -> str | None:
