@@ -1,4 +1,4 @@
-"""Write finished SDK spans as the two trace exports ``kafkaplus audit`` reads.
+"""Write finished SDK spans as the trace exports ``kafkaplus audit`` reads.
 
 Tests (and the Kafka integration test) record spans with an
 ``InMemorySpanExporter`` and need them on disk in the shapes real tools
@@ -7,6 +7,10 @@ Jaeger's query API and UI hand out. Both writers follow those tools' output
 rather than protobuf defaults: hex trace/span ids, integer enums for OTLP;
 typed tags, ``span.kind``/``otel.status_code`` tags and attribute-less
 FOLLOWS_FROM references for Jaeger.
+
+``otel_traces_rows`` turns OTLP JSON into the rows the Collector's
+clickhouseexporter inserts into its ``otel_traces`` table, so that the
+ClickHouse audit can be tested on the very spans the file audit reads.
 """
 
 from __future__ import annotations
@@ -26,7 +30,13 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-__all__ = ["write_jaeger_json", "write_otlp_json"]
+__all__ = [
+    "OTEL_TRACES_COLUMNS",
+    "otel_traces_rows",
+    "otlp_request",
+    "write_jaeger_json",
+    "write_otlp_json",
+]
 
 StrPath = str | PathLike[str]
 
@@ -214,3 +224,112 @@ def write_jaeger_json(
     with _open(path, compress) as f:
         json.dump(document, f, indent=indent)
         f.write("\n")
+
+
+def otlp_request(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
+    """The spans as one OTLP JSON ExportTraceServiceRequest (hex ids, integer enums)."""
+    return _otlp_request(spans, enum_names=False)
+
+
+# ------------------------------------------------------------------ otel_traces
+#
+# What the clickhouseexporter (opentelemetry-collector-contrib,
+# exporter/clickhouseexporter/exporter_traces.go) writes for each span, restated
+# here from reading it: Timestamp is the start, Duration end - start in ns, ids
+# in lowercase hex ("" when absent), SpanKind and StatusCode as pdata's String()
+# ("Producer", "Error"), ServiceName from the resource's service.name, and every
+# attribute value as pcommon.Value.AsString() (ints in decimal, bools
+# "true"/"false", arrays and maps as JSON, bytes as base64).
+
+OTEL_TRACES_COLUMNS = [
+    "Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceState", "SpanName", "SpanKind",
+    "ServiceName", "ResourceAttributes", "ScopeName", "ScopeVersion", "SpanAttributes",
+    "Duration", "StatusCode", "StatusMessage", "Events.Timestamp", "Events.Name",
+    "Events.Attributes", "Links.TraceId", "Links.SpanId", "Links.TraceState", "Links.Attributes",
+]  # fmt: skip
+
+_PDATA_KINDS = ["Unspecified", "Internal", "Server", "Client", "Producer", "Consumer"]
+_PDATA_STATUS = ["Unset", "Ok", "Error"]
+
+
+def _enum(value: Any, names: list[str], prefix: str) -> str:
+    """An OTLP JSON enum (number or proto name) as pdata's String() spells it."""
+    if isinstance(value, str):
+        value = value.removeprefix(prefix)
+        return next((n for n in names if n.upper() == value), value)
+    return names[int(value or 0)]
+
+
+def _raw(value: dict[str, Any]) -> Any:
+    if "arrayValue" in value:
+        return [_raw(v) for v in value["arrayValue"].get("values", [])]
+    if "kvlistValue" in value:
+        return {kv["key"]: _raw(kv.get("value", {})) for kv in value["kvlistValue"].get("values", [])}
+    if "intValue" in value:
+        return int(value["intValue"])
+    for key in ("stringValue", "boolValue", "doubleValue", "bytesValue"):
+        if key in value:
+            return value[key]
+    return None
+
+
+def _as_string(value: dict[str, Any]) -> str:
+    """pcommon.Value.AsString() of an OTLP JSON AnyValue."""
+    if "stringValue" in value:
+        return str(value["stringValue"])
+    if "intValue" in value:
+        return str(int(value["intValue"]))
+    if "boolValue" in value:
+        return "true" if value["boolValue"] else "false"
+    if "doubleValue" in value:
+        f = float(value["doubleValue"])
+        # Go formats like ES6 number-to-string: no ".0" on whole numbers.
+        return str(int(f)) if f.is_integer() and abs(f) < 1e21 else repr(f)
+    if "bytesValue" in value:
+        return str(value["bytesValue"])  # already base64 in OTLP JSON
+    if "arrayValue" in value or "kvlistValue" in value:
+        return json.dumps(_raw(value), separators=(",", ":"))
+    return ""
+
+
+def _attrs(raw: list[dict[str, Any]] | None) -> dict[str, str]:
+    return {kv["key"]: _as_string(kv.get("value", {})) for kv in raw or []}
+
+
+def _id(value: str | None) -> str:
+    """Lowercase hex; "" for an absent or all-zero id, as TraceIDToHexOrEmptyString does."""
+    text = (value or "").lower()
+    return text if text.strip("0") else ""
+
+
+def otel_traces_rows(request: dict[str, Any]) -> list[list[Any]]:
+    """The otel_traces rows, in ``OTEL_TRACES_COLUMNS`` order, for one OTLP JSON request.
+
+    Timestamps stay integers (ns): clickhouse-connect writes them into
+    DateTime64(9) unchanged, as the exporter's Go time.Time keeps full precision.
+    """
+    rows: list[list[Any]] = []
+    for rs in request.get("resourceSpans") or []:
+        resource = _attrs((rs.get("resource") or {}).get("attributes"))
+        service = resource.get("service.name", "")
+        for ss in rs.get("scopeSpans") or []:
+            scope = ss.get("scope") or {}
+            for span in ss.get("spans") or []:
+                start = int(span.get("startTimeUnixNano", 0))
+                end = int(span.get("endTimeUnixNano", start))
+                status = span.get("status") or {}
+                events = span.get("events") or []
+                links = span.get("links") or []
+                rows.append([
+                    start, _id(span.get("traceId")), _id(span.get("spanId")),
+                    _id(span.get("parentSpanId")), span.get("traceState", ""), span.get("name", ""),
+                    _enum(span.get("kind", 0), _PDATA_KINDS, "SPAN_KIND_"), service, resource,
+                    scope.get("name", ""), scope.get("version", ""), _attrs(span.get("attributes")),
+                    end - start, _enum(status.get("code", 0), _PDATA_STATUS, "STATUS_CODE_"),
+                    status.get("message", ""),
+                    [int(e.get("timeUnixNano", 0)) for e in events], [e.get("name", "") for e in events],
+                    [_attrs(e.get("attributes")) for e in events],
+                    [_id(lk.get("traceId")) for lk in links], [_id(lk.get("spanId")) for lk in links],
+                    [lk.get("traceState", "") for lk in links], [_attrs(lk.get("attributes")) for lk in links],
+                ])  # fmt: skip
+    return rows

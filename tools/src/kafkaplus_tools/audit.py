@@ -2,7 +2,8 @@
 
 Live metrics can say that *something* went missing; only the spans can say
 *which* message. This module reads trace exports after the fact (OTLP JSON
-lines from the Collector's file exporter, or Jaeger's JSON trace export),
+lines from the Collector's file exporter or the SDK's ``otlp_json_file``
+exporter, or Jaeger's JSON trace export),
 joins producer and consumer spans on the Kafka coordinates
 ``(topic, partition, offset)`` and reports what was produced, delivered,
 failed, consumed per consumer group, never consumed, and how long delivery
@@ -18,6 +19,10 @@ file's size does not matter; what stays in memory is one small entry per
 delivered message (offset -> produce time and trace id) and one per
 consumption (offset -> hand-over time, per consumer group), plus counters.
 Failed and unacknowledged sends are only counted, never stored.
+
+The same report can come from ClickHouse instead of files: see
+``audit_clickhouse``, whose query computes every number of :class:`Report`
+for :func:`render_text` to print.
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ _PROCESS_OPS = frozenset({"process", "deliver"})
 _RECEIVE_OPS = frozenset({"receive"})
 
 UNKNOWN_PARTITION = "?"
+#: ``FileSummary.format`` of a report that the ClickHouse query produced.
+CLICKHOUSE_FORMAT = "clickhouse"
 UNKNOWN_GROUP = "(unknown)"
 UNKNOWN_ERROR = "(no error.type)"
 
@@ -184,7 +191,12 @@ class TopicStats:
 
 @dataclass(frozen=True)
 class FileSummary:
-    """What was read from one input, so a report shows which exports it covers."""
+    """What was read from one input, so a report shows which exports it covers.
+
+    For the ClickHouse query (``format == "clickhouse"``) ``path`` names the
+    server and table, and ``spans`` counts only the spans with
+    ``messaging.system=kafka``: the query reads no others.
+    """
 
     path: str
     format: str
@@ -576,9 +588,13 @@ class _Index:
         if offset is not None:
             if self.in_window(start):
                 by_offset = self.produced.setdefault(topic, {}).setdefault(partition, {})
-                if offset in by_offset:
+                old = by_offset.get(offset)
+                if old is not None:
                     self.duplicates += 1
-                else:
+                # The earliest span wins, whatever order the files come in, so
+                # the result does not depend on input order (and equals the
+                # ClickHouse query's, which has no order to go by).
+                if old is None or (start, trace_id) < old:
                     by_offset[offset] = (start, trace_id)
             else:
                 self.outside.setdefault(topic, {}).setdefault(partition, set()).add(offset)
@@ -822,7 +838,12 @@ def _read_file(path: str, index: _Index) -> FileSummary:
 
 
 def _partition_key(p: str) -> tuple[int, int, str]:
-    return (0, int(p), "") if p.isdigit() else (1, 0, p)
+    """Numeric partitions first, in numeric order, then the rest by name.
+
+    The name is the last key so that equal numbers ("1", "01") still sort the
+    same way every time; the ClickHouse query sorts by the same key.
+    """
+    return (0, int(p), p) if p.isascii() and p.isdigit() else (1, 0, p)
 
 
 def _percentile(sorted_values: Sequence[int], p: float) -> int:
@@ -1091,13 +1112,21 @@ def render_text(report: Report) -> str:
     lines: list[str] = []
     spans = sum(f.spans for f in report.files)
     messaging = sum(f.messaging_spans for f in report.files)
-    lines.extend(
-        _wrap(
-            f"kafkaplus audit: {len(report.files)} file(s), {spans} spans, {messaging} Kafka spans"
+    if report.files and all(f.format == CLICKHOUSE_FORMAT for f in report.files):
+        # The query reads only spans with messaging.system=kafka, so it cannot
+        # say how many spans the table holds in all.
+        lines.extend(_wrap(f"kafkaplus audit: ClickHouse query, {messaging} Kafka spans"))
+        for f in report.files:
+            lines.extend(_wrap(f"{f.path} ({f.spans} spans with messaging.system=kafka)", 2))
+    else:
+        lines.extend(
+            _wrap(
+                f"kafkaplus audit: {len(report.files)} file(s), {spans} spans, "
+                f"{messaging} Kafka spans"
+            )
         )
-    )
-    for f in report.files:
-        lines.extend(_wrap(f"{f.path} ({f.format}, {f.spans} spans)", 2))
+        for f in report.files:
+            lines.extend(_wrap(f"{f.path} ({f.format}, {f.spans} spans)", 2))
     if report.since_unix_nano is None and report.until_unix_nano is None:
         lines.append("window: all producer spans")
     else:
@@ -1222,10 +1251,12 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Find Kafka messages that were lost or never consumed, from exported traces "
-            "(OTLP JSON lines from the Collector file exporter, or Jaeger JSON; .gz ok)."
+            "(OTLP JSON lines from the Collector file exporter or the SDK's otlp_json_file "
+            "exporter, or Jaeger JSON; .gz ok), or with one query in the ClickHouse table "
+            "the Collector's clickhouseexporter writes."
         ),
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="span export file ('-' = stdin)")
+    p.add_argument("files", nargs="*", metavar="FILE", help="span export file ('-' = stdin)")
     p.add_argument(
         "--since", help="only messages produced at or after this time (ISO-8601/epoch s)"
     )
@@ -1239,7 +1270,37 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="list at most N never-consumed messages (counts stay complete; default 20)",
     )
+    ch = p.add_argument_group("ClickHouse (instead of files)")
+    ch.add_argument(
+        "--clickhouse",
+        metavar="URL",
+        help="run the audit as a query in this ClickHouse: http(s)://[user:pass@]host:port[/db]",
+    )
+    ch.add_argument(
+        "--table",
+        metavar="[DB.]TABLE",
+        default="otel_traces",
+        help="the clickhouseexporter's traces table (default otel_traces, in the URL's "
+        "database or 'default')",
+    )
+    ch.add_argument(
+        "--lookback",
+        type=float,
+        metavar="SECONDS",
+        help="with --since: read no span that started more than SECONDS before it (faster "
+        "on a large table; default: read all)",
+    )
+    ch.add_argument(
+        "--print-sql",
+        action="store_true",
+        help="print the query, with these options as its parameters, and exit",
+    )
     return p
+
+
+def _error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1250,19 +1311,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse has printed usage and the error
         return exc.code if isinstance(exc.code, int) else 2
     if args.max_orphans < 0:
-        print(f"{PROG}: error: --max-orphans must be >= 0", file=sys.stderr)
-        return 2
+        return _error("--max-orphans must be >= 0")
+    table_mode = bool(args.clickhouse or args.print_sql)
+    if table_mode and args.files:
+        return _error("give FILEs or --clickhouse/--print-sql, not both")
+    if not table_mode and not args.files:
+        return _error("the following arguments are required: FILE (or --clickhouse URL)")
+    if not table_mode and args.lookback is not None:
+        return _error("--lookback applies to --clickhouse and --print-sql only")
     try:
-        report = audit(
-            args.files,
-            since=args.since,
-            until=args.until,
-            group=args.group,
-            max_orphans=args.max_orphans,
-        )
+        if table_mode:
+            # Imported here: the file audit must work without the ClickHouse extra.
+            from . import audit_clickhouse as ch
+
+            if args.print_sql:
+                database = ch.url_database(args.clickhouse) if args.clickhouse else None
+                query = ch.AuditQuery.make(
+                    args.table,
+                    database,
+                    args.since,
+                    args.until,
+                    group=args.group,
+                    max_orphans=args.max_orphans,
+                    lookback=args.lookback,
+                )
+                sys.stdout.write(ch.sql_script(query))
+                return 0
+            report = ch.audit_clickhouse(
+                args.clickhouse,
+                table=args.table,
+                since=args.since,
+                until=args.until,
+                group=args.group,
+                max_orphans=args.max_orphans,
+                lookback=args.lookback,
+            )
+        else:
+            report = audit(
+                args.files,
+                since=args.since,
+                until=args.until,
+                group=args.group,
+                max_orphans=args.max_orphans,
+            )
     except AuditInputError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     if args.format == "json":
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     else:
