@@ -175,3 +175,29 @@ def test_app_stats_cb_gets_identical_json_and_batch_metrics_follow_linger(mock_c
         return max(samples)
 
     assert batch_messages(200) > 2 * batch_messages(0)
+
+
+def test_consume_batches_record_what_poll_records(mock_cluster, otel_factory):
+    """consume() and poll() hand messages to the app alike: the same metrics, with the
+    partition when asked (metrics_partition) and the origin age of a second hop."""
+    otel = otel_factory(metrics="all", metrics_partition=True)
+    first, second = unique("hop1"), unique("hop2")
+    p = producer(mock_cluster)
+    produce_and_flush(p, first)
+    c1 = assigned_consumer(mock_cluster, first)
+    poll_messages(c1, 1)
+    p.produce(second, b"next", partition=0)  # while the first message is processed
+    assert p.flush(10) == 0
+    c1.close()
+    c2 = assigned_consumer(mock_cluster, second)
+    got = []
+    deadline = time.monotonic() + 30
+    while not got and time.monotonic() < deadline:
+        got = [m for m in c2.consume(10, 0.5) if m.error() is None]
+    c2.close()
+    assert len(got) == 1
+    (consumed,) = _by_topic(otel.metric_points("messaging.client.consumed.messages"), second)
+    assert consumed.attributes["messaging.destination.partition.id"] == "0"
+    (origin,) = _by_topic(otel.metric_points("kafkaplus.message.origin_age"), second)
+    assert origin.count == 1
+    assert origin.attributes["messaging.destination.partition.id"] == "0"
