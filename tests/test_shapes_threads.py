@@ -144,6 +144,37 @@ def test_queue_workers_with_processing(bootstrap: str, otel: Any) -> None:
         assert before <= spans[key].start_time <= inside, key
 
 
+def test_queue_workers_forwarding_headers_zero_code(bootstrap: str, otel: Any) -> None:
+    """Nothing carries the context to queue workers; the headers they forward do: each
+    send continues under the consumed message's process span."""
+    a, b = unique("a"), unique("b")
+    keys = seed(bootstrap, otel, a)
+    c = assigned_consumer(bootstrap, a)
+    p = producer(bootstrap)
+    handled: dict[str, tuple[int, int]] = {}
+    work: queue.Queue[Any] = queue.Queue()
+
+    def worker() -> None:
+        while (msg := work.get()) is not None:
+            assert not trace.get_current_span().get_span_context().is_valid
+            _transform(p, b, msg, handled, forward=True)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    poll_messages(c, N, submit=work.put)
+    for _ in threads:
+        work.put(None)
+    for t in threads:
+        t.join()
+    c.close()
+    assert p.flush(30) == 0
+    drain(bootstrap, b)
+    spans = otel.spans()
+    no_doubles(spans, [f"send {a}", f"process {a}", f"send {b}", f"process {b}"], N)
+    journeys(spans, a, b, keys)  # one trace each, send B a child of process A
+
+
 @pytest.mark.parametrize("how", ["to_thread", "run_in_executor"])
 def test_asyncio_polls_in_an_executor(bootstrap: str, otel: Any, how: str) -> None:
     """An asyncio task polls through a thread and handles the message itself."""
