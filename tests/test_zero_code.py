@@ -6,6 +6,8 @@ against tansu and export OTLP/HTTP to a receiver started by the test.
 
 from __future__ import annotations
 
+import re
+
 from kafkaplus_tools.demo import (
     main as demo_main,
 )
@@ -90,6 +92,11 @@ def test_demo_prints_a_waterfall(capsys):
     assert "ingest    send orders.raw" in out
     assert "sink" in out and "process orders.enriched" in out
     assert "\x1b[" not in out  # no colour when not a TTY
+    # Consumer lag, from librdkafka's statistics, is reported (a number, not n/a).
+    (lag,) = [line for line in out.splitlines() if "max consumer lag" in line]
+    assert re.search(r"max consumer lag\s+\d+ messages", lag), lag
+    (age,) = [line for line in out.splitlines() if "mean message age at sink" in line]
+    assert "n/a" not in age, age
 
 
 def test_waterfall_rows_fit_80_columns_with_a_failed_span_at_the_end():

@@ -99,6 +99,9 @@ def run_pipeline(bootstrap: str, receiver: Receiver, messages: int, timeout: flo
         "OTEL_METRIC_EXPORT_INTERVAL": "1000", "OTEL_BSP_SCHEDULE_DELAY": "200",
         "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "confluent_kafka",
         "OTEL_PYTHON_KAFKAPLUS_STATISTICS_INTERVAL_MS": "1000",
+        # The demo shows message ages too: the per-message histograms of metrics=all.
+        "OTEL_PYTHON_KAFKAPLUS_METRICS": "all",
+        "DEMO_CONSUMER_DRAIN_MS": "1500",
     })  # fmt: skip
     base.update(extra_env or {})
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -190,8 +193,9 @@ def metrics_summary(receiver: Receiver) -> str:
         n = sum(p.count for p in pts)
         return f"{sum(p.value for p in pts) / n * 1000:.1f} ms" if n else "n/a"
 
-    lag = _latest(receiver, "kafkaplus.consumer.lag")
-    lag_s = f"{int(max(p.value for p in lag))}" if lag else "n/a (statistics not reported)"
+    # Lag is a gauge: its largest value over the run, not only the last one (0 once drained).
+    lag = [p.value for p in receiver.points if p.name == "kafkaplus.consumer.lag"]
+    lag_s = f"{int(max(lag))} messages" if lag else "n/a (statistics not reported)"
     rows = [
         ("messages sent (ingest, enricher)",
          f"{int(total('messaging.client.sent.messages', 'ingest'))}, "

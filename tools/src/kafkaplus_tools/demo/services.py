@@ -37,7 +37,12 @@ GROUP = {
     "max.poll.interval.ms": 7000,
     "heartbeat.interval.ms": 500,
     "auto.offset.reset": "earliest",
+    # Committed offsets often enough that librdkafka's statistics report a lag.
+    "auto.commit.interval.ms": 500,
 }
+# Keep polling this long after the last message, so that the statistics (consumer
+# lag) of the run are served before the process exits.
+CONSUMER_DRAIN_S = float(os.environ.get("DEMO_CONSUMER_DRAIN_MS", "0")) / 1000
 
 
 def _producer(name: str) -> Producer:
@@ -76,6 +81,13 @@ def _messages(c: Consumer) -> Iterator[Message]:
                 continue
             seen += 1
             yield msg
+
+
+def _drain(c: Consumer) -> None:
+    """Poll on for CONSUMER_DRAIN_S: statistics are served from poll()."""
+    until = time.monotonic() + CONSUMER_DRAIN_S
+    while time.monotonic() < until:
+        c.poll(0.1)
 
 
 def _commit(c: Consumer) -> None:
@@ -124,6 +136,7 @@ def enrich() -> None:
         p.poll(0)
     p.flush(15)
     _commit(c)
+    _drain(c)
     c.close()
 
 
@@ -132,6 +145,7 @@ def sink() -> None:
     for _msg in _messages(c):
         time.sleep(0.015)  # write to the warehouse
     _commit(c)
+    _drain(c)
     c.close()
 
 

@@ -91,6 +91,7 @@ class Measured:
     process_p99_s: float | None
     process_per_message_s: float | None
     sink_age_mean_s: float | None
+    max_lag: float | None  # the enricher's largest consumer lag over the run (statistics)
     pipeline_s: float | None  # first send to the end of the sink's last process span
 
 
@@ -160,6 +161,14 @@ def measure(setting: Setting, receiver: Receiver, topics: dict[str, str],
     ages = _latest(points, "kafkaplus.message.age", "sink")
     age_n = sum(p.count for p in ages.values())
     topic = {"messaging.destination.name": raw}
+    # A gauge: its largest value over the run (0 once the consumer caught up).
+    lags = [
+        p.value
+        for p in points
+        if p.name == "kafkaplus.consumer.lag"
+        and p.service == "enricher"
+        and p.attributes.get("messaging.destination.name") == raw
+    ]
     return Measured(
         setting=setting,
         wall_s=wall_s,
@@ -185,6 +194,7 @@ def measure(setting: Setting, receiver: Receiver, topics: dict[str, str],
         process_p99_s=percentile(process_d, 0.99),
         process_per_message_s=sum(process_d) / handled if handled else None,
         sink_age_mean_s=sum(p.value for p in ages.values()) / age_n if age_n else None,
+        max_lag=max(lags) if lags else None,
         pipeline_s=pipeline_s,
     )
 
@@ -294,6 +304,7 @@ SECTIONS: tuple[tuple[str, tuple[Row, ...]], ...] = (
         ("process span p50 / p99", lambda m: _times(m.process_p50_s, m.process_p99_s)),
         ("process time per message", lambda m: _times(m.process_per_message_s)),
         ("message age at sink, mean", lambda m: _times(m.sink_age_mean_s)),
+        ("enricher consumer lag, max", lambda m: _count(m.max_lag)),
         ("first send to last process end", lambda m: _times(m.pipeline_s)),
     )),
 )  # fmt: skip
