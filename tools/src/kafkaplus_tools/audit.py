@@ -38,6 +38,7 @@ import math
 import re
 import sys
 import textwrap
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -706,12 +707,13 @@ class _FileReader:
     """Walks one file's JSON structure down to spans, recognising the format
     by where the spans sit rather than by file name."""
 
-    def __init__(self, stream: _JsonStream, index: _Index) -> None:
+    def __init__(self, stream: _JsonStream, index: _Index, progress: _Progress | None = None):
         self.s = stream
         self.index = index
         self.formats: set[str] = set()
         self.spans = 0
         self.messaging = 0
+        self.progress = progress
 
     def run(self) -> None:
         while True:
@@ -788,6 +790,8 @@ class _FileReader:
     def _span(self, decode: Callable[[Any, _Index], bool]) -> None:
         span = self.s.value()
         self.spans += 1
+        if self.progress is not None and not self.spans & 0x3FF:
+            self.progress.show(self.spans, self.messaging)
         try:
             if decode(span, self.index):
                 self.messaging += 1
@@ -805,6 +809,39 @@ def _open_binary(path: str) -> IO[bytes]:
     return cast(IO[bytes], buffered)
 
 
+class _Progress:
+    """``reading FILE: N spans`` on a terminal's stderr, at most twice a second.
+
+    A large export takes minutes; on a terminal the user sees it advance. When
+    stderr is not a terminal (a pipe, a log, a test) nothing is printed.
+    """
+
+    def __init__(self, name: str, stream: IO[str]) -> None:
+        self.name = name
+        self.stream = stream
+        self.next = time.monotonic() + 0.5
+        self.shown = False
+
+    @classmethod
+    def for_terminal(cls, name: str) -> _Progress | None:
+        stream = sys.stderr
+        return cls(name, stream) if stream is not None and stream.isatty() else None
+
+    def show(self, spans: int, messaging: int) -> None:
+        now = time.monotonic()
+        if now < self.next:
+            return
+        self.next = now + 0.5
+        self.shown = True
+        self.stream.write(f"\rreading {self.name}: {spans:,} spans, {messaging:,} Kafka spans")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
 def _read_file(path: str, index: _Index) -> FileSummary:
     name = "<stdin>" if path == "-" else path
     try:
@@ -812,7 +849,8 @@ def _read_file(path: str, index: _Index) -> FileSummary:
     except OSError as exc:
         raise AuditInputError(f"{name}: cannot open: {exc.strerror or exc}") from None
     text = io.TextIOWrapper(binary, encoding="utf-8")
-    reader = _FileReader(_JsonStream(text, name), index)
+    progress = _Progress.for_terminal(name)
+    reader = _FileReader(_JsonStream(text, name), index, progress)
     try:
         reader.run()
     except UnicodeDecodeError:
@@ -820,6 +858,8 @@ def _read_file(path: str, index: _Index) -> FileSummary:
     except (OSError, EOFError, zlib.error) as exc:
         raise AuditInputError(f"{name}: cannot read: {exc}") from None
     finally:
+        if progress is not None:
+            progress.done()
         if path == "-":
             text.detach()  # leave stdin open for the caller
         else:
