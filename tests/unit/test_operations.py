@@ -1,0 +1,214 @@
+"""The operations on confluent-kafka's real Message objects, with no broker.
+
+``orig`` stands for librdkafka's produce(): it takes the call as confluent-kafka
+would and serves the delivery report with a Message, as librdkafka's poll()
+would. Every other object is the real one (SDK, Message, the operations).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, Message
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+from conftest import make_otel
+from opentelemetry_instrumentation_kafkaplus import processing
+from opentelemetry_instrumentation_kafkaplus.core.calls import PRODUCE, Call, bind, pop_callback
+from opentelemetry_instrumentation_kafkaplus.core.telemetry import ACTIVE
+from opentelemetry_instrumentation_kafkaplus.operations import loss, process, send, settle
+from opentelemetry_instrumentation_kafkaplus.operations.process import ConsumerState
+from opentelemetry_instrumentation_kafkaplus.operations.send import ProducerState
+
+try:
+    Message(topic="t")
+except TypeError:  # confluent-kafka before Message could be built in Python
+    pytest.skip("this confluent-kafka cannot build Message objects", allow_module_level=True)
+
+CONF = {"bootstrap.servers": "broker:9092", "client.id": "unit", "group.id": "g"}
+TP = f"00-{0xABC:032x}-{0xDEF:016x}-01"
+
+
+@pytest.fixture
+def otel() -> Any:
+    o = make_otel()
+    token = otel_context.attach(otel_context.get_current())
+    try:
+        yield o
+    finally:
+        otel_context.detach(token)
+        o.instrumentor.uninstrument()
+
+
+def consumed(offset: int = 5, headers: Any = None) -> Message:
+    now_ms = int(time.time() * 1000)
+    return Message(topic="t", partition=1, offset=offset, key=b"k", value=b"value",
+                   headers=headers if headers is not None else [("traceparent", TP.encode())],
+                   timestamp=(1, now_ms - 1000))  # fmt: skip
+
+
+def test_a_polled_message_continues_its_producers_trace(otel: Any) -> None:
+    tel = ACTIVE.telemetry
+    state = ConsumerState(CONF)
+    record = process.process_one(tel, state, consumed())
+    current = trace.get_current_span()
+    assert current is record  # current where it is handled, from the poll on
+    process.end_open(state)  # the consumer's next call
+    assert not trace.get_current_span().get_span_context().is_valid  # restored
+    (span,) = otel.spans("process t")
+    assert span.kind is SpanKind.CONSUMER
+    assert (span.context.trace_id, span.parent.span_id) == (0xABC, 0xDEF)
+    assert list(span.links) == []
+    attrs = dict(span.attributes)
+    assert 0.9 <= attrs.pop("kafkaplus.message.age") < 60
+    assert attrs == {
+        "messaging.system": "kafka", "messaging.operation.name": "process",
+        "messaging.operation.type": "process", "messaging.destination.name": "t",
+        "messaging.destination.partition.id": "1", "messaging.kafka.offset": 5,
+        "messaging.kafka.message.key": "k", "messaging.consumer.group.name": "g",
+        "messaging.client.id": "unit", "server.address": "broker", "server.port": 9092,
+    }  # fmt: skip
+
+
+def test_a_claim_is_exactly_its_block_and_a_second_one_adds_nothing(otel: Any) -> None:
+    state = ConsumerState(CONF)
+    msg = consumed()
+    process.process_one(ACTIVE.telemetry, state, msg, attach=False)
+    time.sleep(0.02)  # the message waits before a worker picks it up
+    before = time.time_ns()
+    with processing(msg):
+        assert trace.get_current_span().get_span_context().trace_id == 0xABC
+        with processing(msg):  # nested: runs in its context, makes no span
+            pass
+        time.sleep(0.01)
+    after = time.time_ns()
+    process.end_open(state)
+    (span,) = otel.spans("process t")
+    assert before <= span.start_time and span.end_time <= after
+    assert span.end_time - span.start_time >= 10_000_000
+
+
+def test_a_block_that_raises_marks_the_span_and_reraises(otel: Any) -> None:
+    state = ConsumerState(CONF)
+    msg = consumed()
+    process.process_one(ACTIVE.telemetry, state, msg, attach=False)
+    with pytest.raises(KeyError), processing(msg):
+        raise KeyError("the app's")
+    (span,) = otel.spans("process t")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "KeyError"
+
+
+def test_a_late_claim_makes_no_second_span(otel: Any) -> None:
+    state = ConsumerState(CONF)
+    msg = consumed()
+    process.process_one(ACTIVE.telemetry, state, msg)
+    process.end_open(state)  # the poll let go first: the span ended
+    with processing(msg):
+        current = trace.get_current_span().get_span_context()
+    (span,) = otel.spans("process t")
+    assert current.span_id == span.context.span_id  # continued under it
+    assert state.claims  # from now on, unclaimed messages wait for their claim
+
+
+def test_a_message_kafkaplus_did_not_poll_gets_a_span_for_its_block(otel: Any) -> None:
+    with processing(consumed(offset=9)):
+        pass
+    (span,) = otel.spans("process t")
+    assert span.parent.span_id == 0xDEF and span.attributes["messaging.kafka.offset"] == 9
+
+
+def _produce(state: ProducerState, reports: list[Any], *args: Any, **kwargs: Any) -> list[Any]:
+    """send.send() with a stand-in for librdkafka that serves the report at once."""
+    calls: list[dict[str, Any]] = []
+
+    def librdkafka(client: Any, **call: Any) -> None:
+        calls.append(call)
+        delivered = Message(topic=call["topic"], partition=2, offset=41, value=call.get("value"),
+                            key=call.get("key"), latency=0.004)  # fmt: skip
+        call["on_delivery"](None, delivered)
+
+    tel = ACTIVE.telemetry
+    named = bind(PRODUCE, args, kwargs)
+    assert named is not None
+    user_cb = pop_callback(named)
+    info = state.topic(named["topic"], tel)
+    call = Call(named, args, kwargs, user_cb, otel_context.get_current())
+    send.send(tel, state, info, call, None, librdkafka, tel.tracing(), tel.metering())
+    return calls
+
+
+def test_send_injects_context_and_ends_at_the_report(otel: Any) -> None:
+    state = ProducerState(CONF)
+    reports: list[Any] = []
+    calls = _produce(state, reports, "out", b"v", b"k",
+                     on_delivery=lambda e, m: reports.append((e, m.offset(),
+                                                              trace.get_current_span().name)))  # fmt: skip
+    (span,) = otel.spans("send out")
+    (call,) = calls
+    ctx = span.context
+    flags = f"{int(ctx.trace_flags):02x}"
+    assert call["headers"] == [
+        ("traceparent", f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{flags}")
+    ]
+    assert reports == [(None, 41, "send out")]  # the app's callback, inside the span
+    assert span.attributes["messaging.kafka.offset"] == 41
+    assert span.attributes["messaging.destination.partition.id"] == "2"
+    assert span.end_time - span.start_time == 4_000_000  # start + latency()
+    assert state.ledger.topics["out"].count() == 0  # reported: nothing in flight
+
+
+def test_forwarded_headers_are_continued_not_destroyed(otel: Any) -> None:
+    state = ProducerState(CONF)
+    forwarded = f"00-{0xF00D:032x}-{0xBEEF:016x}-01"  # a context no message here came with
+    calls = _produce(state, [], "out", b"v", headers=[("traceparent", forwarded), ("app", b"1")])
+    (span,) = otel.spans("send out")
+    assert (span.context.trace_id, span.parent.span_id) == (0xF00D, 0xBEEF)
+    (call,) = calls
+    assert call["headers"][0] == ("app", b"1") and len(call["headers"]) == 2
+
+
+def test_a_failed_report_marks_the_span_and_counts_the_loss(otel: Any) -> None:
+    state = ProducerState(CONF)
+    tel = ACTIVE.telemetry
+    info = state.topic("out", tel)
+    span = send.start_span(tel, info, {"value": b"v"}, None)
+    delivery = send.deliver_later(tel, info, span)
+    assert delivery is not None
+    delivery(KafkaError(KafkaError._MSG_TIMED_OUT), Message(topic="out", latency=0.5))
+    (ended,) = otel.spans("send out")
+    assert ended.status.status_code is StatusCode.ERROR
+    assert ended.attributes["error.type"] == "_MSG_TIMED_OUT"
+    (lost,) = otel.metric_points("kafkaplus.producer.undelivered.messages")
+    assert lost.value == 1 and lost.attributes["error.type"] == "_MSG_TIMED_OUT"
+
+
+def test_exit_accounting_counts_in_flight_without_a_record_per_message(otel: Any) -> None:
+    state = ProducerState(CONF)
+    tel = ACTIVE.telemetry
+    info = state.topic("out", tel)
+    held = send.deliver_later(tel, info, send.start_span(tel, info, {}, None))
+    for _ in range(3):
+        send.delivery_for(state, info, None, None, True)  # no span: shared callback
+    assert len(state.ledger.spans) == 1  # only the span held to its report is registered
+    assert state.ledger.account(loss.EXIT_UNFLUSHED) == 4
+    (span,) = otel.spans("send out")
+    assert span.attributes["error.type"] == loss.EXIT_UNFLUSHED
+    held(None, Message(topic="out", partition=0, offset=1, latency=0.1))  # a late report
+    (lost,) = otel.metric_points("kafkaplus.producer.undelivered.messages")
+    assert lost.value == 4  # counted once, at exit
+
+
+def test_settle_of_a_message_without_offset(otel: Any) -> None:
+    calls: list[Any] = []
+    msg = Message(topic="t", partition=0)  # offset() is None
+    call = Call({"message": msg}, (msg,), {})
+    settle.settle(ACTIVE.telemetry, {"messaging.system": "kafka"}, call, "store_offsets", None,
+                  None, lambda client, *a, **k: calls.append(a))  # fmt: skip
+    (span,) = otel.spans("store_offsets")  # no position known: no topic in the name
+    assert "messaging.kafka.offset" not in span.attributes
+    assert calls == [(msg,)]
