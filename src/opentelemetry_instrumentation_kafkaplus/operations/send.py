@@ -277,11 +277,17 @@ def delivery_for(
             return info.shared
         user_cb = state.default_cb
     report = info.report
-    delivery = Delivery(report, span, _time_ns() if span is not None else 0, user_cb)
+    delivery = Delivery(report, span, _started(span) if span is not None else 0, user_cb)
     next(report.inflight.produced)
     if span is not None:
         report.ledger.hold(id(delivery), delivery)
     return delivery
+
+
+def _started(span: Any) -> int:
+    """When the span started: its end is that + ``Message.latency()``."""
+    start = getattr(span, "start_time", None)  # the SDK span's; any other span: now
+    return start if isinstance(start, int) else _time_ns()
 
 
 def deliver_later(tel: Telemetry, info: SendTopic, span: Any) -> Delivery | None:
@@ -294,7 +300,9 @@ def deliver_later(tel: Telemetry, info: SendTopic, span: Any) -> Delivery | None
     if not recording and not tel.metering():
         return None
     report = info.report
-    delivery = Delivery(report, span if recording else None, _time_ns() if recording else 0, None)
+    delivery = Delivery(
+        report, span if recording else None, _started(span) if recording else 0, None
+    )
     next(report.inflight.produced)
     if recording:
         report.ledger.hold(id(delivery), delivery)
