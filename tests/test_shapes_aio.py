@@ -121,6 +121,8 @@ def test_aio_producer_to_aio_consumer(bootstrap: str, otel: Any) -> None:
     keys = [f"k{i}" for i in range(N)]
     tracer = otel.tracer_provider.get_tracer("app")
     arrived: dict[str, int] = {}
+    created: dict[str, int] = {}
+    forwarded: dict[str, Any] = {}
 
     async def service() -> None:
         async with with_producer(bootstrap) as p:
@@ -131,6 +133,7 @@ def test_aio_producer_to_aio_consumer(bootstrap: str, otel: Any) -> None:
 
         async def transform(msg: Any) -> None:
             arrived[msg.key().decode()] = time.time_ns()
+            created[msg.key().decode()] = msg.timestamp()[1]
             await asyncio.sleep(WORK_S)  # the handling, in this task
             await out.produce(b, value=msg.value().upper(), key=msg.key(), partition=0)
             await asyncio.sleep(WORK_S)  # more of it: the producer's pump runs meanwhile
@@ -139,13 +142,18 @@ def test_aio_producer_to_aio_consumer(bootstrap: str, otel: Any) -> None:
         await c.close()
         await out.close()
         d = await aio_assigned(bootstrap, b)
-        await aio_poll(d, N)
+        for m in await aio_poll(d, N):
+            forwarded[m.key().decode()] = dict(m.headers() or [])
         await d.close()
 
     run(service())
     spans = otel.spans()
     no_doubles(spans, names(a, b), N)
     journeys(spans, a, b, keys)
+    # The second hop carries the first message's creation time on.
+    assert {k: h.get("kafkaplus-origin-ms") for k, h in forwarded.items()} == {
+        k: str(ts).encode() for k, ts in created.items()
+    }
     # The pump serving B's reports is no hand-off of the message being handled:
     # each process span ends at the consumer's next poll, before the next
     # message arrives, not when the pump's poll returns.
