@@ -464,7 +464,10 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool 
     skipped = state.gaps.observe(info.topic, partition, offset) if offset >= 0 else 0
     ts = _timestamp(msg)
     headers = msg.headers()
-    ext, producer_sc, origin = read_headers(headers)
+    if tracing or tel.metrics.ages:
+        ext, producer_sc, origin = read_headers(headers)
+    else:  # metrics without ages: nothing here reads the headers
+        ext = producer_sc = origin = None
     ages = _ages(now, ts, origin)
     metric_attrs = _record_consumed(tel, info, partition, skipped, ages) if metering else None
     if received_at:

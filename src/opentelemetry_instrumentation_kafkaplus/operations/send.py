@@ -147,7 +147,9 @@ def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, clie
     try:
         ctx = call.ctx
         headers = named.get("headers")
-        if headers and ctx.get(MESSAGE_KEY) is None:
+        # Forwarded headers matter when a span is made, or when a current context
+        # would otherwise be written over them.
+        if headers and ctx.get(MESSAGE_KEY) is None and (tracing or ctx.get(SPAN_KEY)):
             parent, links, out_ctx = _forwarded(tel, ctx, headers)
         else:
             parent, links, out_ctx = ctx, None, ctx
