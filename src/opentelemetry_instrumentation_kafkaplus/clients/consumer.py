@@ -32,7 +32,8 @@ _orig_commit = _CConsumer.commit
 _orig_store_offsets = _CConsumer.store_offsets
 _orig_subscribe = _CConsumer.subscribe
 _cluster_id = getattr(_CConsumer, "cluster_id", None)  # not in every confluent-kafka version
-_KNOWN = float("inf")
+_KNOWN = float("inf")  # cluster_retry once the cluster id is known, or never will be
+_monotonic = time.monotonic
 _get_current = otel_context.get_current
 _time_ns = time.time_ns
 
@@ -62,7 +63,7 @@ def _poll(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict
     record = None
     try:
         if msg.error() is None:
-            if _cluster_id is not None and state.cluster_retry != _KNOWN and tel.tracing():
+            if state.cluster_retry != _KNOWN and _monotonic() >= state.cluster_retry:
                 learn_cluster_id(client, state, _cluster_id)
             record = process.process_one(tel, state, msg, attach=attach, received_at=start)
         else:

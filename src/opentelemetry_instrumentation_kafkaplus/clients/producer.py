@@ -9,6 +9,7 @@ settle), or calls ``orig`` untouched when nothing is to be recorded.
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any
 
 from confluent_kafka import cimpl
@@ -26,7 +27,8 @@ _CProducer = cimpl.Producer
 _orig_produce = _CProducer.produce
 _orig_produce_batch = _CProducer.produce_batch
 _cluster_id = getattr(_CProducer, "cluster_id", None)  # not in every confluent-kafka version
-_KNOWN = float("inf")
+_KNOWN = float("inf")  # cluster_retry once the cluster id is known, or never will be
+_monotonic = time.monotonic
 _get_current = otel_context.get_current
 
 
@@ -60,7 +62,7 @@ def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: di
         return _untraced(client, state, args, kwargs, orig)
     call = Call(named, args, kwargs, user_cb, ctx)
     result = send.send(tel, state, info, call, client, orig, tracing, metering)
-    if tracing and _cluster_id is not None and state.cluster_retry != _KNOWN:
+    if tracing and state.cluster_retry != _KNOWN and _monotonic() >= state.cluster_retry:
         learn_cluster_id(client, state, _cluster_id)
     return result
 

@@ -115,10 +115,10 @@ def learn_cluster_id(client: Any, state: Any, cluster_id: Any) -> None:
     found can deadlock librdkafka); it raises while nothing is known yet, which
     costs enough that it is tried at most once a second per client.
     """
-    now = time.monotonic()
-    if now < state.cluster_retry:
+    if cluster_id is None:  # this confluent-kafka cannot tell
+        state.cluster_retry = float("inf")
         return
-    state.cluster_retry = now + CLUSTER_ID_RETRY_S
+    state.cluster_retry = time.monotonic() + CLUSTER_ID_RETRY_S
     try:
         found = cluster_id(client, 0)
     except Exception:  # not known yet (KafkaException _TIMED_OUT), or a double

@@ -42,7 +42,7 @@ from ..core.calls import Call
 from ..core.errors import KafkaFailure, report, warn_once
 from ..core.propagation import MESSAGE_KEY, ORIGIN_KEY, forwarded
 from ..core.sdkaccess import BAGGAGE_KEY, SPAN_KEY
-from ..core.telemetry import Telemetry, end_span, fail_span, send_owned_elsewhere
+from ..core.telemetry import SEND_OWNERS, Telemetry, end_span, fail_span, send_owned_elsewhere
 from . import loss, process
 
 _PRODUCER = SpanKind.PRODUCER
@@ -153,7 +153,7 @@ def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, clie
             parent, links, out_ctx = _forwarded(tel, ctx, headers)
         else:
             parent, links, out_ctx = ctx, None, ctx
-        if tracing and send_owned_elsewhere(ctx):
+        if tracing and SEND_OWNERS and send_owned_elsewhere(ctx):
             tracing = False  # another instrumentation's send span: no span, headers as given
             out_ctx = None  # type: ignore[assignment]
         if tracing:
