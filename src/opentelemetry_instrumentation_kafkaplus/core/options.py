@@ -201,6 +201,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "compat_names": _parse_bool,
 }
 
+#: Every option's keyword (its variable is ENV_PREFIX + the keyword in upper case).
+NAMES = tuple(_PARSERS)
+
 # Keywords of instrument() that are not options of ours.
 _PASSTHROUGH = frozenset({"tracer_provider", "meter_provider", "skip_dep_check"})
 
