@@ -19,6 +19,7 @@ from opentelemetry import trace
 
 from conftest import assigned_consumer, poll_messages, producer, unique
 from opentelemetry_instrumentation_kafkaplus import processing
+from opentelemetry_instrumentation_kafkaplus.operations import process
 from shapes import journeys, no_doubles
 
 N = 12
@@ -214,3 +215,55 @@ def test_asyncio_polls_in_an_executor(bootstrap: str, otel: Any, how: str) -> No
     assert p.flush(30) == 0
     drain(bootstrap, b)
     check(otel, a, b, keys, handled)
+
+
+@pytest.mark.parametrize("how", ["claimed", "discarded"])
+def test_consume_batch_claimed_with_processing(bootstrap: str, otel: Any, how: str) -> None:
+    """``processing(batch)`` with the list consume() returned: the batch's span is the block.
+
+    Its context is current there, so what the block sends belongs to it (a
+    batch links to its producers, never a parent). ``discard(batch)`` first:
+    no process span of ours, claimed or not (a framework's telemetry makes it).
+    """
+    a, b = unique("a"), unique("b")
+    keys = seed(bootstrap, otel, a)
+    c = assigned_consumer(bootstrap, a)
+    p = producer(bootstrap)
+    batches: list[tuple[list[Any], int, int]] = []
+    got = 0
+    deadline = time.monotonic() + 30
+    while got < N and time.monotonic() < deadline:
+        msgs = [m for m in c.consume(N, 0.5) if m.error() is None]
+        if not msgs:
+            continue
+        got += len(msgs)
+        if how == "discarded":
+            process.discard(tuple(msgs))
+        with processing(msgs):
+            start = time.time_ns()
+            time.sleep(WORK_S)
+            for m in msgs:
+                p.produce(b, value=m.value(), key=m.key(), partition=0)
+            batches.append((msgs, start, time.time_ns()))
+    c.close()
+    assert got == N
+    assert p.flush(30) == 0
+    sends = {s.attributes["messaging.kafka.message.key"]: s for s in otel.spans(f"send {a}")}
+    assert sorted(sends) == sorted(keys)
+    assert len(otel.spans(f"poll {a}")) == len(batches)
+    if how == "discarded":
+        assert otel.spans(f"process {a}") == []
+        return
+    processed = otel.spans(f"process {a}")
+    assert len(processed) == len(batches)
+    by_trace = {s.context.trace_id: s for s in processed}
+    out = otel.spans(f"send {b}")
+    assert len(out) == N
+    for span in out:  # each send of the block is a child of its batch's process span
+        parent = by_trace[span.context.trace_id]
+        assert span.parent.span_id == parent.context.span_id
+    for (msgs, start, end), span in zip(batches, sorted(processed, key=lambda s: s.start_time),
+                                        strict=True):  # fmt: skip
+        assert span.start_time <= start and span.end_time >= end
+        linked = {link.context.span_id for link in span.links}
+        assert {sends[m.key().decode()].context.span_id for m in msgs} <= linked

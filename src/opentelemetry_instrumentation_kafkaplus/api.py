@@ -31,8 +31,10 @@ def processing(msg: Any) -> Claim:
     ``msg`` is a message a traced consumer returned (poll(), an aio consumer, a
     framework); for any other message (from ``consume()`` batches, or another
     consumer) the block gets a process span of its own from the message's
-    headers. Once a consumer's messages are claimed this way, its unclaimed
-    messages wait for their claim rather than ending at the next poll.
+    headers. ``msg`` may also be the list ``consume()`` returned (or a tuple of
+    its messages): the block is then the batch's process span. Once a
+    consumer's messages are claimed this way, its unclaimed messages wait for
+    their claim rather than ending at the next poll.
     """
     return Claim(msg)
 

@@ -34,6 +34,10 @@ consume(n) (a batch)
               batch mixes topics.
   Links       both link to every message's creation context (batches take links,
               never a parent), each link carrying its partition and offset.
+  Claimed     ``processing(batch)`` with the list consume() returned (or a tuple of
+              its messages; FastStream's batch subscribers through the framework
+              glue): the batch's process span is exactly that block, its context
+              current there, as for one message.
   Attributes  as above for what the batch shares, plus messaging.batch.message_count.
 
 Metrics       messaging.client.consumed.messages and the message ages (per message,
@@ -92,6 +96,9 @@ MAX_WAITING = 10_000
 _LOCK = threading.RLock()
 #: id(message) -> the record of the message polled last with that identity.
 _BY_MESSAGE: dict[int, Record] = {}
+#: id(first message of a consume() batch) -> the batch's record, for a claim of
+#: the batch (its messages alone keep their own claims, see ``_unpolled``).
+_BATCHES: dict[int, Record] = {}
 #: The last RECENT traced messages, by two keys: the producer context that
 #: created the message (a worker that forwards its headers to produce()
 #: continues under its process span) and, once its span ended, its position
@@ -186,8 +193,8 @@ class Record(Span):
     """
 
     __slots__ = (
-        "attrs", "baggage", "begin_ns", "claimed", "ctx", "done", "holds", "metric_attrs", "msg",
-        "origin", "parent_ctx", "polled", "prev", "span", "span_events", "span_links",
+        "attrs", "baggage", "begin_ns", "claimed", "ctx", "done", "first", "holds", "metric_attrs",
+        "msg", "origin", "parent_ctx", "polled", "prev", "span", "span_events", "span_links",
         "span_name", "state", "tel", "window_end",
     )  # fmt: skip
 
@@ -207,6 +214,8 @@ class Record(Span):
         self.begin_ns = begin_ns
         self.metric_attrs = metric_attrs
         self.msg = msg
+        #: A consume() batch's first message: the key a claim of the batch finds it by.
+        self.first: Any = None
         self.span_events: list[tuple[str, dict[str, Any]]] | None = None
         self.span: Any = None
         #: Owners still handling it: the poll (until the consumer's next call) and
@@ -330,6 +339,8 @@ def finish(record: Record, end_ns: int, error: BaseException | None = None, *,
         if _BY_MESSAGE.get(id(msg)) is record:
             _BY_MESSAGE.pop(id(msg), None)
         record.msg = None  # the app's message is not kept alive by its telemetry
+    if record.first is not None:
+        _unregister_batch(record)
 
 
 def _forget(record: Record, span: Any) -> None:
@@ -761,6 +772,7 @@ def process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start: 
     metric_attrs = batch.metric_attrs if metering else None
     if not tracing:
         record = Record(tel, state, "", None, None, None, now, metric_attrs, None)
+        _register_batch(record, good[0])
         state.open.append(record)
         return record
     count = len(good)
@@ -792,8 +804,21 @@ def process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start: 
                     report("consume_hook", exc)
     if attach and not state.detached:
         make_current(record)
+    _register_batch(record, good[0])
     state.open.append(record)
     return record
+
+
+def _register_batch(record: Record, first: Any) -> None:
+    record.first = first
+    _BATCHES[id(first)] = record
+
+
+def _unregister_batch(record: Record) -> None:
+    first = record.first
+    if _BATCHES.get(id(first)) is record:
+        _BATCHES.pop(id(first), None)
+    record.first = None
 
 
 # --- handling elsewhere: hand-offs and claims -----------------------------------------
@@ -880,25 +905,41 @@ class Claim:
 def discard(msg: Any) -> None:
     """Another instrumentation makes this message's process span: kafkaplus makes none.
 
-    For framework telemetry the app switched on. The record ends with no span
-    and no process duration, unless something already started its span (then
-    it ends as usual: a started span is never dropped).
+    For framework telemetry the app switched on; ``msg`` is a polled message or
+    a consume() batch (a list or tuple of its messages). The record ends with
+    no span and no process duration, unless something already started its span
+    (then it ends as usual: a started span is never dropped).
     """
-    record = _BY_MESSAGE.get(id(msg))
-    if record is None or record.msg is not msg:
+    record = _polled(msg)
+    if record is None:
         return
     with _LOCK:
         if record.done or record.claimed or record.span is not None:
             return
         record.done = True
-    _BY_MESSAGE.pop(id(msg), None)
-    record.msg = None
+    if record.first is not None:
+        _unregister_batch(record)
+    else:
+        _BY_MESSAGE.pop(id(msg), None)
+        record.msg = None
+
+
+def _polled(msg: Any) -> Record | None:
+    """The live record of a polled message, or of a consume() batch given as a list or tuple."""
+    if type(msg) is list or type(msg) is tuple:
+        for one in msg:  # its first message, unless the app dropped some before it
+            record = _BATCHES.get(id(one))
+            if record is not None and record.first is one:
+                return record
+        return None
+    record = _BY_MESSAGE.get(id(msg))
+    return record if record is not None and record.msg is msg else None
 
 
 def _claim(msg: Any) -> tuple[Any, bool]:
     """(record, owner): what the claim continues, and whether it ends the message's span."""
-    record = _BY_MESSAGE.get(id(msg))
-    if record is not None and record.msg is msg:
+    record = _polled(msg)
+    if record is not None:
         with _LOCK:
             record.state.claims = True
             if record.done or record.claimed:
