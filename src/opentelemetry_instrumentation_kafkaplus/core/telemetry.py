@@ -14,7 +14,7 @@ from typing import Any
 from opentelemetry import metrics, trace
 from opentelemetry.context import get_current
 from opentelemetry.metrics import Meter
-from opentelemetry.trace import NoOpTracer, ProxyTracer, Status, StatusCode, Tracer
+from opentelemetry.trace import NoOpTracer, ProxyTracer, SpanKind, Status, StatusCode, Tracer
 
 from ..version import __version__
 from . import sdkaccess
@@ -101,19 +101,26 @@ class Telemetry:
 
 
 #: Instrumentation scopes that make their own send spans and trace headers (a
-#: framework's own telemetry, switched on by the app). While a span of theirs is
-#: current, kafkaplus makes no send span and leaves the headers as they are:
-#: one span per operation, theirs.
+#: framework's own telemetry, switched on by the app). While a send span of
+#: theirs is current, kafkaplus makes no send span and leaves the headers as
+#: they are: one span per operation, theirs.
 SEND_OWNERS: set[str] = set()
+#: The kinds of a send span. Another kind of theirs (a framework's process span
+#: around a handler) owns no send: the app's own produce() calls are traced here.
+_SEND_KINDS = (SpanKind.PRODUCER, SpanKind.CLIENT)
 
 
 def send_owned_elsewhere(ctx: Any) -> bool:
-    """Whether the current span belongs to an instrumentation that owns send spans."""
+    """Whether the current span is a send span of an instrumentation that owns send spans."""
     if not SEND_OWNERS:
         return False
     span = ctx.get(sdkaccess.SPAN_KEY)
     scope = getattr(span, "instrumentation_scope", None)
-    return scope is not None and scope.name in SEND_OWNERS
+    return (
+        scope is not None
+        and scope.name in SEND_OWNERS
+        and getattr(span, "kind", None) in _SEND_KINDS
+    )
 
 
 def no_sdk(tel: Telemetry | None) -> bool:
