@@ -267,3 +267,27 @@ def test_consume_batch_claimed_with_processing(bootstrap: str, otel: Any, how: s
         assert span.start_time <= start and span.end_time >= end
         linked = {link.context.span_id for link in span.links}
         assert {sends[m.key().decode()].context.span_id for m in msgs} <= linked
+
+
+def test_claimed_records_leave_the_waiting_queue(bootstrap: str, otel: Any) -> None:
+    """Records claimed after their poll let go do not pile up among those still waiting.
+
+    (A framework that handles each message in a task of its own polls on
+    before the task claims it: without this, every such record, its ended
+    span with it, stayed queued until MAX_WAITING others came.)
+    """
+    a = unique("a")
+    seed(bootstrap, otel, a, N + 1)
+    c = assigned_consumer(bootstrap, a)
+    [first] = poll_messages(c, 1)
+    with processing(first):  # the app claims this consumer's messages
+        pass
+    later = poll_messages(c, N - 1)  # each poll lets the previous one wait for its claim
+    for msg in later:
+        with processing(msg):
+            pass
+    [last] = poll_messages(c, 1)
+    c.poll(0.1)  # ``last`` lets go unclaimed: it waits, alone
+    assert [record.msg for record in c._kafkaplus.waiting] == [last]
+    c.close()
+    assert len(otel.spans(f"process {a}")) == N + 1

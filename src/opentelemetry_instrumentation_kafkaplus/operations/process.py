@@ -377,6 +377,8 @@ def release(record: Record, end_ns: int, *, poll: bool) -> None:
         if poll and record.state.claims and record.msg is not None and record.span is None:
             record.window_end = end_ns
             waiting = record.state.waiting
+            while waiting and (waiting[0].claimed or waiting[0].done):
+                waiting.popleft()  # claimed since they came: their claims end them
             waiting.append(record)
             if len(waiting) <= MAX_WAITING:
                 return
