@@ -53,7 +53,7 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         import confluent_kafka  # the optional dependency this instruments
         from confluent_kafka import cimpl
 
-        from .clients import aio, executors, serializing, share
+        from .clients import aio, executors, faststream, serializing, share
         from .clients.consumer import Consumer
         from .clients.producer import Producer
 
@@ -72,6 +72,7 @@ class KafkaPlusInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._rebind_imported(originals)
         type(self)._wrapped = serializing.wrap() + aio.wrap()
         executors.install()
+        faststream.install()
         original_share = getattr(confluent_kafka, "ShareConsumer", None)
         if isinstance(original_share, type):
             self._set(confluent_kafka, "ShareConsumer", share.notice_class(original_share))
