@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import time
 from typing import Any
 from unittest import mock
@@ -48,8 +50,19 @@ def test_a_client_without_configuration_raises_as_without_kafkaplus(otel: Any, n
     assert _raised(traced) == _raised(original) == (TypeError, "expected configuration dict")
 
 
+def _uninitialised_client_crashes() -> bool:
+    """Older confluent-kafka releases crash (SIGSEGV) on a client whose __init__ never ran."""
+    probe = ("from confluent_kafka import cimpl\n"
+             "class P(cimpl.Producer):\n    def __init__(self): pass\n"
+             "try:\n    P().produce('t', b'v')\nexcept Exception:\n    pass\n")  # fmt: skip
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode != 0
+
+
 @pytest.mark.parametrize("name", ["Producer", "Consumer"])
 def test_a_subclass_that_skips_init_gets_the_clients_own_error(otel: Any, name: str) -> None:
+    if _uninitialised_client_crashes():
+        pytest.skip("this confluent-kafka crashes on an uninitialised client by itself")
+
     class Lazy(getattr(confluent_kafka, name)):  # type: ignore[misc]
         def __init__(self) -> None:  # never calls the client's __init__
             pass
@@ -110,6 +123,9 @@ def test_documentation_is_the_clients_own(otel: Any) -> None:
         traced, original = getattr(confluent_kafka, name), ORIGINALS[name]
         assert traced.__doc__ == original.__doc__ and original.__doc__
         for method in methods:
+            if not hasattr(original, method):  # not in this confluent-kafka version
+                assert not hasattr(traced, method), f"{name}.{method}"
+                continue
             doc = getattr(original, method).__doc__
             assert doc and getattr(traced, method).__doc__ == doc, f"{name}.{method}"
 
@@ -151,6 +167,8 @@ def test_store_offsets_of_a_message_without_offset_is_not_our_failure(
 def test_produce_batch_with_a_non_list_raises_the_clients_error_only(
     mock_cluster: str, otel: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    if not hasattr(ORIGINALS["Producer"], "produce_batch"):
+        pytest.skip("this confluent-kafka has no produce_batch")
     p = producer(mock_cluster)
     plain = ORIGINALS["Producer"]({"bootstrap.servers": mock_cluster, "log_level": 0})
     with caplog.at_level(logging.DEBUG, logger=LOGGER):

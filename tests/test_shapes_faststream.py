@@ -273,6 +273,10 @@ def test_test_kafka_broker_keeps_working(otel: Any) -> None:
     The handlers run and publish as without kafkaplus, which traces Kafka
     clients and so makes no span here.
     """
+    try:
+        confluent_kafka.Message(topic="t")
+    except TypeError:
+        pytest.skip("TestKafkaBroker builds Message objects, which this confluent-kafka cannot")
     a, b = unique("a"), unique("b")
     keys = [f"k{i}" for i in range(3)]
     broker = KafkaBroker("localhost:9092", logger=None)

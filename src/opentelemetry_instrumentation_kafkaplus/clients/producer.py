@@ -25,7 +25,9 @@ from .state import TracedClass, document, learn_cluster_id
 
 _CProducer = cimpl.Producer
 _orig_produce = _CProducer.produce
-_orig_produce_batch = _CProducer.produce_batch
+#: Not in every confluent-kafka version (2.6 has none): then neither has the traced class.
+_orig_produce_batch: Any = getattr(_CProducer, "produce_batch", None)
+has_produce_batch = _orig_produce_batch is not None
 _cluster_id = getattr(_CProducer, "cluster_id", None)  # not in every confluent-kafka version
 _KNOWN = float("inf")  # cluster_retry once the cluster id is known, or never will be
 _monotonic = time.monotonic
@@ -177,12 +179,14 @@ class Producer(_CProducer, metaclass=TracedClass):
                 return _orig_produce(self, *args, **kwargs)
         return produce(self, state, args, kwargs)
 
-    def produce_batch(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            state = self._kafkaplus
-        except AttributeError:
-            return _orig_produce_batch(self, *args, **kwargs)
-        return produce_batch(self, state, args, kwargs)
+    if _orig_produce_batch is not None:
+
+        def produce_batch(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                state = self._kafkaplus
+            except AttributeError:
+                return _orig_produce_batch(self, *args, **kwargs)
+            return produce_batch(self, state, args, kwargs)
 
     init_transactions = _transaction_method("init_transactions")
     begin_transaction = _transaction_method("begin_transaction")

@@ -104,8 +104,10 @@ class ProducerProxy(_Proxy):
     def produce(self, *args: Any, **kwargs: Any) -> Any:
         return self._call(_producer.produce, "produce", args, kwargs)
 
-    def produce_batch(self, *args: Any, **kwargs: Any) -> Any:
-        return self._call(_producer.produce_batch, "produce_batch", args, kwargs)
+    if _producer.has_produce_batch:
+
+        def produce_batch(self, *args: Any, **kwargs: Any) -> Any:
+            return self._call(_producer.produce_batch, "produce_batch", args, kwargs)
 
 
 def _transaction_method(operation: str) -> Any:
