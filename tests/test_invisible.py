@@ -152,9 +152,12 @@ def test_an_aio_consumer_around_a_double_is_left_alone(otel: Any) -> None:
 def test_store_offsets_of_a_message_without_offset_is_not_our_failure(
     mock_cluster: str, otel: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    try:
+        msg = confluent_kafka.Message(topic="t", partition=0)  # offset() is None
+    except TypeError:
+        pytest.skip("this confluent-kafka cannot build Message objects")
     c = confluent_kafka.Consumer({"bootstrap.servers": mock_cluster, "group.id": unique("g"),
                                   "enable.auto.offset.store": False, "log_level": 0})  # fmt: skip
-    msg = confluent_kafka.Message(topic="t", partition=0)  # offset() is None
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         expected = _raised(lambda: ORIGINALS["Consumer"].store_offsets(c, msg))
         assert _raised(lambda: c.store_offsets(msg)) == expected
