@@ -70,7 +70,7 @@ from ..operations import process, send
 from ..operations.process import ConsumerState
 from ..operations.send import Delivery, ProducerState, SendTopic
 from .serializing import Patched, patch
-from .state import Adoption, attach, state_of
+from .state import adopting, attach, state_of
 
 _time_ns = time.time_ns
 _get_current = otel_context.get_current
@@ -86,9 +86,7 @@ def _adopting(kind: type[Any]) -> Callable[..., Any]:
     """Wrap an aio client's ``__init__``: adopt the traced client it creates."""
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        with Adoption() as adoption:
-            result = wrapped(*args, **kwargs)
-        state = adoption.only(kind)
+        result, state = adopting(wrapped, args, kwargs, kind)
         if state is not None:
             # The aio layer traces in the caller's coroutine; the inner client
             # then leaves those calls alone: one span per message.

@@ -28,7 +28,7 @@ from ..core.telemetry import ACTIVE
 from ..operations import settle
 from ..operations.process import ConsumerState
 from ..operations.send import ProducerState
-from .state import attach
+from .state import AppCallback, attach
 
 
 def init_client(client: Any, construct: Callable[..., Any], args: tuple[Any, ...],
@@ -105,7 +105,9 @@ def prepare(args: tuple[Any, ...], kwargs: dict[str, Any], conf: dict[str, Any],
         if not producer:
             on_commit = conf.get("on_commit")
             if on_commit is None or callable(on_commit):  # else confluent-kafka rejects it
-                changes["on_commit"] = _CommitResult(state, on_commit)
+                changes["on_commit"] = AppCallback(
+                    _commit_result(state), on_commit, "commit result"
+                )
                 state.commits.enabled = True
     except Exception as exc:
         report("client config", exc)
@@ -118,22 +120,11 @@ def prepare(args: tuple[Any, ...], kwargs: dict[str, Any], conf: dict[str, Any],
     return args, kwargs, stats_cb
 
 
-class _CommitResult:
-    """The ``on_commit`` kafkaplus installs: the result on its span, then the app's callback."""
+def _commit_result(state: ConsumerState) -> Any:
+    """What kafkaplus does with an ``on_commit`` result: the commit span's outcome."""
 
-    __slots__ = ("state", "user_cb")
+    def record(err: Any, partitions: Any) -> None:
+        tel = state.telemetry or ACTIVE.telemetry
+        settle.commit_result(tel, state.commits, state.base_attrs, err, partitions)
 
-    def __init__(self, state: ConsumerState, user_cb: Any) -> None:
-        self.state = state
-        self.user_cb = user_cb
-
-    def __call__(self, err: Any, partitions: Any) -> Any:
-        try:
-            state = self.state
-            tel = state.telemetry or ACTIVE.telemetry
-            settle.commit_result(tel, state.commits, state.base_attrs, err, partitions)
-        except Exception as exc:
-            report("commit result", exc)
-        if self.user_cb is not None:
-            return self.user_cb(err, partitions)
-        return None
+    return record

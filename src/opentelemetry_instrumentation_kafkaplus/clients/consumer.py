@@ -22,7 +22,7 @@ from ..core.telemetry import ACTIVE, no_sdk, suppressed
 from ..operations import process, settle
 from ..operations.process import ConsumerState
 from . import config
-from .state import TracedClass, document, learn_cluster_id
+from .state import AppCallback, TracedClass, document, learn_cluster_id, traced_method
 
 _CConsumer = cimpl.Consumer
 _orig_poll = _CConsumer.poll
@@ -161,29 +161,20 @@ def subscribe(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: 
         if user_cb is not None and not callable(user_cb):
             return orig(client, *args, **kwargs)  # confluent-kafka rejects it
     on_revoke = named.get("on_revoke")
-    named["on_assign"] = _Rebalance(state, named.get("on_assign"))
-    named["on_revoke"] = _Rebalance(state, on_revoke)
-    named["on_lost"] = _Rebalance(state, named.get("on_lost") or on_revoke)
+    forget = _forget_partitions(state)
+    named["on_assign"] = AppCallback(forget, named.get("on_assign"), "rebalance")
+    named["on_revoke"] = AppCallback(forget, on_revoke, "rebalance")
+    named["on_lost"] = AppCallback(forget, named.get("on_lost") or on_revoke, "rebalance")
     return orig(client, **named)
 
 
-class _Rebalance:
-    """A rebalance callback: forget the partitions' offset tracking, then the app's callback."""
+def _forget_partitions(state: ConsumerState) -> Any:
+    """Rebalance bookkeeping: partitions that move restart their offset-gap tracking."""
 
-    __slots__ = ("state", "user_cb")
+    def forget(consumer: Any, partitions: Any) -> None:
+        state.gaps.forget(partitions)
 
-    def __init__(self, state: ConsumerState, user_cb: Any) -> None:
-        self.state = state
-        self.user_cb = user_cb
-
-    def __call__(self, consumer: Any, partitions: Any) -> Any:
-        try:
-            self.state.gaps.forget(partitions)
-        except Exception as exc:
-            report("rebalance", exc)
-        if self.user_cb is not None:
-            return self.user_cb(consumer, partitions)
-        return None
+    return forget
 
 
 def _repositioned(method: str, all_partitions: bool = False) -> Any:
@@ -231,40 +222,11 @@ class Consumer(_CConsumer, metaclass=TracedClass):
             return _orig_poll(self, *args, **kwargs)
         return poll(self, state, args, kwargs)
 
-    def consume(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            state = self._kafkaplus
-        except AttributeError:
-            return _orig_consume(self, *args, **kwargs)
-        return consume(self, state, args, kwargs)
-
-    def commit(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            state = self._kafkaplus
-        except AttributeError:
-            return _orig_commit(self, *args, **kwargs)
-        return commit(self, state, args, kwargs)
-
-    def store_offsets(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            state = self._kafkaplus
-        except AttributeError:
-            return _orig_store_offsets(self, *args, **kwargs)
-        return store_offsets(self, state, args, kwargs)
-
-    def subscribe(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            state = self._kafkaplus
-        except AttributeError:
-            return _orig_subscribe(self, *args, **kwargs)
-        return subscribe(self, state, args, kwargs)
-
-    def close(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            state = self._kafkaplus
-        except AttributeError:
-            return _orig_close(self, *args, **kwargs)
-        return close(self, state, args, kwargs)
+    consume = traced_method(consume, _orig_consume)
+    commit = traced_method(commit, _orig_commit)
+    store_offsets = traced_method(store_offsets, _orig_store_offsets)
+    subscribe = traced_method(subscribe, _orig_subscribe)
+    close = traced_method(close, _orig_close)
 
     # Deliberate repositioning restarts offset-gap tracking for those partitions.
     assign = _repositioned("assign")

@@ -49,7 +49,7 @@ from ..core.errors import report
 from ..core.telemetry import ACTIVE, SEND_OWNERS
 from ..operations import process
 from ..operations.process import Claim, ConsumerState
-from .state import Adoption
+from .state import adopting
 
 CLIENT_MODULE = "faststream.confluent.helpers.client"
 SUBSCRIBER_MODULE = "faststream.confluent.subscriber.usecase"
@@ -109,9 +109,7 @@ def _wrap(module: Any, name: str, wrapper: Any) -> None:
 
 def _adopt_consumer(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     """FastStream creates its consumer: polled for the handler's task, claimed there."""
-    with Adoption() as adoption:
-        result = wrapped(*args, **kwargs)
-    state = adoption.only(ConsumerState)
+    result, state = adopting(wrapped, args, kwargs, ConsumerState)
     if state is not None:
         state.detached = True
         state.claims = True

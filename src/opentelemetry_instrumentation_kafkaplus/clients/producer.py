@@ -21,7 +21,7 @@ from ..core.telemetry import ACTIVE, no_sdk, suppressed
 from ..operations import send, settle, transaction
 from ..operations.send import ProducerState
 from . import config
-from .state import TracedClass, document, learn_cluster_id
+from .state import TracedClass, document, learn_cluster_id, traced_method
 
 _CProducer = cimpl.Producer
 _orig_produce = _CProducer.produce
@@ -144,15 +144,10 @@ TRANSACTION_CALLS = (*transaction.OPERATIONS, "send_offsets_to_transaction")
 def _transaction_method(operation: str) -> Any:
     base = getattr(_CProducer, operation)
 
-    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            state = self._kafkaplus
-        except AttributeError:  # __init__ never ran: the client's own error
-            return base(self, *args, **kwargs)
-        return transaction_call(self, state, operation, args, kwargs, base)
+    def call(client: Any, state: ProducerState, args: Any, kwargs: Any) -> Any:
+        return transaction_call(client, state, operation, args, kwargs, base)
 
-    method.__name__ = method.__qualname__ = operation
-    return method
+    return traced_method(call, base)
 
 
 class Producer(_CProducer, metaclass=TracedClass):
@@ -180,13 +175,7 @@ class Producer(_CProducer, metaclass=TracedClass):
         return produce(self, state, args, kwargs)
 
     if _orig_produce_batch is not None:
-
-        def produce_batch(self, *args: Any, **kwargs: Any) -> Any:
-            try:
-                state = self._kafkaplus
-            except AttributeError:
-                return _orig_produce_batch(self, *args, **kwargs)
-            return produce_batch(self, state, args, kwargs)
+        produce_batch = traced_method(produce_batch, _orig_produce_batch)
 
     init_transactions = _transaction_method("init_transactions")
     begin_transaction = _transaction_method("begin_transaction")

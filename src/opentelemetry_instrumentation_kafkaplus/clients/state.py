@@ -19,6 +19,7 @@ import contextvars
 import time
 from typing import Any, TypeVar
 
+from ..core.errors import report
 from ..core.semconv import MESSAGING_KAFKA_CLUSTER_ID
 
 ATTR = "_kafkaplus"
@@ -48,6 +49,18 @@ def state_of(client: Any, kind: type[T]) -> T | None:
     except Exception:  # a proxy or double whose attribute access itself fails
         return None
     return state if type(state) is kind else None
+
+
+def adopting(wrapped: Any, args: Any, kwargs: Any, kind: type[T]) -> tuple[Any, T | None]:
+    """Run a constructor; (its result, the one traced client state of ``kind`` it made).
+
+    For glue around clients that create a traced client inside their own
+    ``__init__`` (aio clients, frameworks): nothing is read from their private
+    attributes, and a test double inside yields no state.
+    """
+    with Adoption() as adoption:
+        result = wrapped(*args, **kwargs)
+    return result, adoption.only(kind)
 
 
 class Adoption:
@@ -127,3 +140,43 @@ def learn_cluster_id(client: Any, state: Any, cluster_id: Any) -> None:
         state.base_attrs[MESSAGING_KAFKA_CLUSTER_ID] = found
         state.topics = {}  # templates rebuilt with it
         state.cluster_retry = float("inf")
+
+
+def traced_method(fn: Any, orig: Any) -> Any:
+    """A traced class's method: ``fn(self, state, args, kwargs)``, or ``orig`` without state.
+
+    A subclass whose ``__init__`` never ran has no state: the client's own
+    method then raises the client's own error for an uninitialised client.
+    """
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            state = self._kafkaplus
+        except AttributeError:
+            return orig(self, *args, **kwargs)
+        return fn(self, state, args, kwargs)
+
+    method.__name__ = method.__qualname__ = orig.__name__
+    method.__doc__ = orig.__doc__
+    return method
+
+
+class AppCallback:
+    """A callback kafkaplus installs: its own bookkeeping first (failures reported), then the
+    app's callback, with the same arguments, its result and its exceptions."""
+
+    __slots__ = ("ours", "user_cb", "what")
+
+    def __init__(self, ours: Any, user_cb: Any, what: str) -> None:
+        self.ours = ours
+        self.user_cb = user_cb
+        self.what = what
+
+    def __call__(self, *args: Any) -> Any:
+        try:
+            self.ours(*args)
+        except Exception as exc:
+            report(self.what, exc)
+        if self.user_cb is not None:
+            return self.user_cb(*args)
+        return None
