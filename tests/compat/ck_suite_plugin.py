@@ -83,6 +83,13 @@ def _instrument() -> str:
 
 _WHAT = _instrument()
 
+# Several of the client's tests interrupt poll()/flush()/consume() with SIGINT and expect
+# KeyboardInterrupt. A process started in the background (nohup, `cmd &` in a script, some CI
+# runners) inherits SIGINT ignored, and Python then installs no handler for it: give it the
+# handler an interactive start would, so that every run sees the same signals.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def _write(record: dict[str, Any]) -> None:
     if _RESULTS:

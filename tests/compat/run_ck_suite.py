@@ -518,7 +518,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--paths",
         nargs="+",
         default=list(DEFAULT_PATHS),
-        help="test files or directories, relative to the checkout's root; globs allowed "
+        help="test files, directories or node ids, relative to the checkout's root; globs allowed "
         f"(default: {' '.join(DEFAULT_PATHS)})",
     )
     p.add_argument(
@@ -549,9 +549,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _expand(root: Path, patterns: list[str]) -> list[str]:
+    """Files and directories (globs expanded) or node ids (``file::test``) under the root."""
     paths: list[str] = []
     for pattern in patterns:
-        matches = sorted(str(p.relative_to(root)) for p in root.glob(pattern))
+        if "::" in pattern:
+            matches = [pattern] if (root / pattern.split("::")[0]).is_file() else []
+        else:
+            matches = sorted(str(p.relative_to(root)) for p in root.glob(pattern))
         if not matches:
             say(f"ck-suite: {pattern} matches nothing under the checkout; left out")
         paths += matches
@@ -598,6 +602,9 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     ini = _ini(work)
     paths = _expand(root, args.paths)
+    if not paths:
+        say("ck-suite: ERROR - no test path left to run (see --paths)")
+        return 2
     say(f"ck-suite: tests from {source}")
     say(f"ck-suite: root {root}; paths {' '.join(paths)}")
     version = subprocess.run(
