@@ -156,6 +156,39 @@ def test_async_commit_span_ends_with_the_brokers_answer(tansu, otel):
     assert span.status.status_code is StatusCode.UNSET
 
 
+def test_an_automatic_commit_result_does_not_end_the_apps_pending_commit(mock_cluster, otel):
+    topic = unique()
+    produce_and_flush(producer(mock_cluster), topic, 3)
+    results = []
+    c = assigned_consumer(mock_cluster, topic, on_commit=lambda err, parts: results.append(
+        [tp.offset for tp in parts]), **{"enable.auto.commit": True, "auto.commit.interval.ms": 100,
+                                         "enable.auto.offset.store": False})  # fmt: skip
+    poll_messages(c, 3)  # nothing stored yet: automatic commits have nothing to send
+    tp = confluent_kafka.TopicPartition(topic, 0, 3)
+    c.store_offsets(offsets=[tp])  # the next automatic commit sends offset 3
+    # Results wait for poll(). Once the group shows offset 3 committed, the answer
+    # to librdkafka's automatic commit is in, or ahead on the same connection of
+    # the answer to the app's commit of offset 1: served in that order.
+    deadline = time.monotonic() + 20
+    while c.committed([tp], 10)[0].offset != 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    c.commit(offsets=[confluent_kafka.TopicPartition(topic, 0, 1)], asynchronous=True)
+    deadline = time.monotonic() + 20
+    while [1] not in results and time.monotonic() < deadline:
+        c.poll(0.1)
+    c.close()
+    assert results[:2] == [[3], [1]], results  # the order the test relies on
+    spans = otel.spans(f"commit {topic}")
+    manual = [s for s in spans if "kafkaplus.commit.auto" not in s.attributes]
+    auto = [s for s in spans if s.attributes.get("kafkaplus.commit.auto") is True]
+    assert len(manual) == 1 and manual[0].attributes["messaging.kafka.offset"] == 1
+    assert manual[0].attributes["kafkaplus.commit.async"] is True
+    # Each automatic result is a span of its own, with the offsets it reported.
+    assert sorted(s.attributes["messaging.kafka.offset"] for s in auto) == sorted(
+        r[0] for r in results if r != [1]
+    )
+
+
 def test_auto_commits_are_settle_spans_too(mock_cluster, otel):
     topic = unique()
     produce_and_flush(producer(mock_cluster), topic, 1)

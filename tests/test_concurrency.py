@@ -223,8 +223,9 @@ def test_no_ended_process_span_leaks_into_a_later_poll(workload):
     A span still open (another consumer's, polled on the same thread) may be
     linked: that is the documented ambient link. The two consumers sharing one
     pool are left out: there a span can end in another thread during the
-    poll, an unavoidable race. With run_in_executor, only one consumer's
-    contexts persist in the executor's threads, so the outcome is certain.
+    poll, an unavoidable race. With run_in_executor and to_thread the poll
+    makes nothing current in the executor's thread (the message's context goes
+    to the awaiting task), so no ended span is left there: the outcome is certain.
     """
     ended_at = {s.context.span_id: s.end_time for s in workload.processes}
     stale: dict[str, int] = {}

@@ -217,6 +217,9 @@ def test_auto_offset_reset_error_events_are_counted(mock_cluster: str, otel: Ote
         assert point.value == 1
         assert point.attributes["messaging.destination.name"] == topic
         assert point.attributes[PARTITION] == "0"
+        # Found by poll(), as the skipped offsets are: the same labels.
+        assert point.attributes["messaging.operation.name"] == "poll"
+        assert point.attributes["messaging.operation.type"] == "receive"
     assert total(otel, SKIPPED, **{"messaging.destination.name": topic}) == 0
 
 

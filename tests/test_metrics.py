@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from conftest import (
     assigned_consumer,
     consumer,
@@ -201,3 +203,22 @@ def test_consume_batches_record_what_poll_records(mock_cluster, otel_factory):
     (origin,) = _by_topic(otel.metric_points("kafkaplus.message.origin_age"), second)
     assert origin.count == 1
     assert origin.attributes["messaging.destination.partition.id"] == "0"
+
+
+def test_statistics_series_of_a_closed_producer_stop(mock_cluster, otel_factory):
+    otel = otel_factory(statistics_interval_ms=200)
+    client_id = unique("closing")
+    p = producer(mock_cluster, **{"client.id": client_id})
+    if not hasattr(p, "close"):
+        pytest.skip("this confluent-kafka's Producer has no close()")
+
+    def series():
+        return [x for x in otel.metric_points("kafkaplus.producer.queue.message.count")
+                if x.attributes.get("messaging.client.id") == client_id]  # fmt: skip
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not series():
+        p.poll(0.2)  # statistics are served by poll
+    assert series(), "no statistics from the producer"
+    p.close()
+    assert series() == []  # without close() traced they stay for stale_after_s (300 s)

@@ -398,3 +398,81 @@ def test_without_the_expected_internals_spans_go_without_context(
     consumed = poll_messages(c, len(delivered))
     c.close()
     assert all(not m.headers() for m in consumed)
+
+
+@pytest.mark.parametrize("shape", ["sync", "aio"])
+def test_aio_consumer_records_what_the_sync_consumer_records(mock_cluster: str,
+                                                             otel_factory: Any, shape: str) -> None:  # fmt: skip
+    """receive spans, the cluster id and offset resets: the same for Consumer and AIOConsumer."""
+    otel = otel_factory(receive_spans=True)
+    topic, group = unique("rx"), unique("g")
+    p = producer(mock_cluster)
+    for i in range(2):
+        p.produce(topic, b"v", key=f"k{i}", partition=0)
+    assert p.flush(10) == 0
+    cluster = p.cluster_id(10) if hasattr(p, "cluster_id") else None
+    conf = {**consumer_conf(mock_cluster), "group.id": group, "auto.offset.reset": "error"}
+    beyond = confluent_kafka.TopicPartition(topic, 0, 100)  # out of range: a reset event
+    start = confluent_kafka.TopicPartition(topic, 0, 0)
+
+    def reset_seen(msgs: list[Any]) -> bool:
+        return any(m.error() is not None and m.error().code() == confluent_kafka.KafkaError._AUTO_OFFSET_RESET for m in msgs)  # fmt: skip
+
+    if shape == "sync":
+        c = confluent_kafka.Consumer(conf)
+        c.assign([beyond])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not reset_seen([m for m in [c.poll(0.2)] if m]):
+            pass
+        c.assign([start])
+        msgs = poll_messages(c, 2)
+        c.close()
+    else:
+
+        async def service() -> list[Any]:
+            c = aio.AIOConsumer(conf)
+            await c.assign([beyond])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not reset_seen([m for m in [await c.poll(0.2)] if m]):  # fmt: skip
+                pass
+            await c.assign([start])
+            got = await aio_poll(c, 2)
+            await c.close()
+            return got
+
+        msgs = run(service())
+    assert [m.offset() for m in msgs] == [0, 1]
+
+    sends = {s.attributes["messaging.kafka.offset"]: s for s in otel.spans(f"send {topic}")}
+    polls = otel.spans(f"poll {topic}")
+    assert len(polls) == 2
+    for span in polls:
+        offset = span.attributes["messaging.kafka.offset"]
+        assert span.attributes["messaging.operation.type"] == "receive"
+        assert [link.context.span_id for link in span.links] == [sends[offset].context.span_id]
+    processes = otel.spans(f"process {topic}")
+    assert len(processes) == 2
+    if cluster is not None:
+        assert {s.attributes.get("messaging.kafka.cluster.id") for s in processes} == {cluster}
+    resets = [x for x in otel.metric_points("kafkaplus.consumer.offset.resets")
+              if x.attributes.get("messaging.consumer.group.name") == group]  # fmt: skip
+    assert [(x.value, x.attributes["messaging.operation.name"]) for x in resets] == [(1, "poll")]
+
+
+def test_aio_producer_spans_carry_the_cluster_id_once_known(mock_cluster: str, otel: Any) -> None:
+    topic = unique("cid")
+    probe = producer(mock_cluster)
+    if not hasattr(probe, "cluster_id"):
+        pytest.skip("this confluent-kafka cannot tell the cluster id")
+    cluster = probe.cluster_id(10)
+
+    async def service() -> None:
+        async with with_producer(mock_cluster) as p:
+            await (await p.produce(topic, value=b"first", partition=0))
+            await asyncio.sleep(1.1)  # the cluster id is looked for at most once a second
+            await (await p.produce(topic, value=b"second", partition=0))
+
+    run(service())
+    spans = sorted(otel.spans(f"send {topic}"), key=lambda s: s.attributes["messaging.kafka.offset"])
+    assert len(spans) == 2
+    assert spans[1].attributes.get("messaging.kafka.cluster.id") == cluster

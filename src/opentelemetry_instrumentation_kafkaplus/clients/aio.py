@@ -65,10 +65,11 @@ from opentelemetry import context as otel_context
 
 from ..core.calls import AIO_PRODUCE
 from ..core.errors import report, warn_once
-from ..core.telemetry import ACTIVE, Telemetry, end_span, fail_span, suppressed
+from ..core.telemetry import ACTIVE, Telemetry, suppressed
 from ..operations import process, send
 from ..operations.process import ConsumerState
 from ..operations.send import Delivery, ProducerState, SendTopic
+from . import consumer, producer
 from .serializing import Patched, patch
 from .state import adopting, attach, state_of
 
@@ -237,7 +238,9 @@ async def _produce(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     loop = asyncio.get_running_loop()
     # The topic's buffered messages first: a partition keeps the produce() order.
     await instance._flush_buffer(fields["topic"])
-    return _routed(tel, info, route, loop, fields)
+    future = _routed(tel, info, route, loop, fields)
+    producer.learn_cluster(route.client, state)
+    return future
 
 
 def _refused(kwargs: dict[str, Any]) -> bool:
@@ -271,17 +274,14 @@ def _routed(tel: Telemetry, info: SendTopic, route: _Route, loop: asyncio.Abstra
                    on_delivery=_Report(route, future, delivery), headers=headers,
                    **extra)  # fmt: skip
     except BaseException as exc:
-        send.never_sent(info, delivery)
-        if span is not None:
-            fail_span(span, exc)
+        send.refused(info, delivery, span, exc)
         if not isinstance(exc, Exception):
             raise
         # AIOProducer reports a message librdkafka refused on its future, not
         # from produce(): the same here.
         future.set_exception(_as_batch_error(exc))
         return future
-    if delivery is None and span is not None:
-        end_span(span)  # nothing records at the report
+    send.handed_over(span, delivery)
     route.sent(loop)
     return future
 
@@ -324,21 +324,19 @@ async def _batched(tel: Telemetry, state: ProducerState, wrapped: Any, args: Any
                     )
     except Exception as exc:
         report("aio producer instrumentation", exc)
-        if span is not None:
-            end_span(span)
-            span = None
+        if info is not None:
+            send.never_sent(info, on_done)  # the message goes untracked
+        send.abandon(span)
+        span = on_done = None
     try:
         future = await wrapped(*args, **kwargs)
     except BaseException as exc:
         if info is not None:
-            send.never_sent(info, on_done)
-        if span is not None:
-            fail_span(span, exc)
+            send.refused(info, on_done, span, exc)
         raise
     if on_done is not None:
         future.add_done_callback(_resolver(on_done))
-    elif span is not None:
-        end_span(span)
+    send.handed_over(span, on_done)
     return future
 
 
@@ -375,14 +373,13 @@ async def _poll(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     if state is None:
         return await wrapped(*args, **kwargs)
     process.end_open(state)
+    tel = state.telemetry or ACTIVE.telemetry
+    start = _time_ns() if tel is not None and tel.options.receive_spans else 0
     msg = await wrapped(*args, **kwargs)
-    tel = ACTIVE.telemetry
+    tel = state.telemetry or ACTIVE.telemetry
     if msg is not None and tel is not None:
-        try:
-            if msg.error() is None:
-                process.process_one(tel, state, msg)
-        except Exception as exc:
-            report("aio consumer instrumentation", exc)
+        # What the sync consumer records (it leaves an aio-owned client alone).
+        consumer.received(getattr(instance, "_consumer", None), tel, state, msg, start)
     return msg
 
 
@@ -393,13 +390,9 @@ async def _consume(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     process.end_open(state)
     start = _time_ns()
     msgs = await wrapped(*args, **kwargs)
-    tel = ACTIVE.telemetry
+    tel = state.telemetry or ACTIVE.telemetry
     if msgs and tel is not None:
-        try:
-            if not suppressed():
-                process.process_batch(tel, state, msgs, start)
-        except Exception as exc:
-            report("aio consumer instrumentation", exc)
+        consumer.received_batch(getattr(instance, "_consumer", None), tel, state, msgs, start)
     return msgs
 
 

@@ -60,17 +60,42 @@ def _poll(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict
     msg = orig(client, *args, **kwargs)
     if msg is None:
         return msg, None
-    record = None
+    return msg, received(client, tel, state, msg, start, attach)
+
+
+def received(client: Any, tel: Any, state: ConsumerState, msg: Any, start: int,
+             attach: bool = True) -> Any:  # fmt: skip
+    """A message or error event poll() returned: to the process operation; its record.
+
+    ``start``: when poll() was called (ns), 0 without receive spans. Shared by
+    the sync and the aio consumer, so both record the same.
+    """
     try:
         if msg.error() is None:
-            if state.cluster_retry != _KNOWN and _monotonic() >= state.cluster_retry:
-                learn_cluster_id(client, state, _cluster_id)
-            record = process.process_one(tel, state, msg, attach=attach, received_at=start)
-        else:
-            process.error_event(tel, state, msg)
+            learn_cluster(client, state)
+            return process.process_one(tel, state, msg, attach=attach, received_at=start)
+        process.error_event(tel, state, msg)
     except Exception as exc:
         report("consumer instrumentation", exc)
-    return msg, record
+    return None
+
+
+def received_batch(client: Any, tel: Any, state: ConsumerState, msgs: Any, start: int,
+                   attach: bool = True) -> Any:  # fmt: skip
+    """A consume() batch: to the process operation; the batch's record."""
+    try:
+        if not suppressed():
+            learn_cluster(client, state)
+            return process.process_batch(tel, state, msgs, start, attach=attach)
+    except Exception as exc:
+        report("consumer instrumentation", exc)
+    return None
+
+
+def learn_cluster(client: Any, state: ConsumerState) -> None:
+    """Look for the cluster id when it is unknown and the last look is a second old."""
+    if state.cluster_retry != _KNOWN and _monotonic() >= state.cluster_retry:
+        learn_cluster_id(client, state, _cluster_id)
 
 
 def consume(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -95,13 +120,7 @@ def _consume(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: d
     msgs = orig(client, *args, **kwargs)
     if not msgs:
         return msgs, None
-    record = None
-    try:
-        if not suppressed():
-            record = process.process_batch(tel, state, msgs, start, attach=attach)
-    except Exception as exc:
-        report("consumer instrumentation", exc)
-    return msgs, record
+    return msgs, received_batch(client, tel, state, msgs, start, attach)
 
 
 def close(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],

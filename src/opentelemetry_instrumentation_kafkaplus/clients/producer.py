@@ -29,6 +29,7 @@ _orig_produce = _CProducer.produce
 _orig_produce_batch: Any = getattr(_CProducer, "produce_batch", None)
 has_produce_batch = _orig_produce_batch is not None
 _cluster_id = getattr(_CProducer, "cluster_id", None)  # not in every confluent-kafka version
+_orig_close: Any = getattr(_CProducer, "close", None)  # 2.6 has none
 _KNOWN = float("inf")  # cluster_retry once the cluster id is known, or never will be
 _monotonic = time.monotonic
 _get_current = otel_context.get_current
@@ -64,9 +65,15 @@ def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: di
         return _untraced(client, state, args, kwargs, orig)
     call = Call(named, args, kwargs, user_cb, ctx)
     result = send.send(tel, state, info, call, client, orig, tracing, metering)
-    if tracing and state.cluster_retry != _KNOWN and _monotonic() >= state.cluster_retry:
-        learn_cluster_id(client, state, _cluster_id)
+    if tracing:
+        learn_cluster(client, state)
     return result
+
+
+def learn_cluster(client: Any, state: ProducerState) -> None:
+    """Look for the cluster id when it is unknown and the last look is a second old."""
+    if state.cluster_retry != _KNOWN and _monotonic() >= state.cluster_retry:
+        learn_cluster_id(client, state, _cluster_id)
 
 
 def _untraced(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -150,6 +157,20 @@ def _transaction_method(operation: str) -> Any:
     return traced_method(call, base)
 
 
+def close(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: dict[str, Any],
+          orig: Any = _orig_close) -> Any:  # fmt: skip
+    """Traced ``Producer.close``: the client's statistics series end with it.
+
+    close() flushes first, so the delivery reports of what was in flight end
+    their spans as flush() would.
+    """
+    try:
+        return orig(client, *args, **kwargs)
+    finally:
+        if state.stats is not None:
+            state.stats.forget()
+
+
 class Producer(_CProducer, metaclass=TracedClass):
     """confluent_kafka.Producer, traced. Substituted for the original class."""
 
@@ -176,6 +197,9 @@ class Producer(_CProducer, metaclass=TracedClass):
 
     if _orig_produce_batch is not None:
         produce_batch = traced_method(produce_batch, _orig_produce_batch)
+
+    if _orig_close is not None:
+        close = traced_method(close, _orig_close)
 
     init_transactions = _transaction_method("init_transactions")
     begin_transaction = _transaction_method("begin_transaction")

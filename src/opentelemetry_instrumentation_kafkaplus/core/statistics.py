@@ -7,8 +7,9 @@ of each client into observable instruments.
 
 Design choices, and why:
 
-* ``record()`` runs inside the application's ``poll()``/``flush()`` (or on the
-  event loop for ``confluent_kafka.aio``), so it does almost nothing: it finds
+* ``record()`` runs inside the application's ``poll()``/``flush()`` (for
+  ``confluent_kafka.aio``, in the executor thread that polls the inner client),
+  so it does almost nothing: it finds
   the client's ``name`` with a regular expression on the first bytes and keeps
   the string. The JSON is decoded only when a metric reader collects, on the
   reader's thread, and only for the latest payload of each client: payloads

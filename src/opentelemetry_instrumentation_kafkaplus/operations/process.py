@@ -120,7 +120,8 @@ class ConsumerState:
         conf = conf or {}
         self.base_attrs = sc.client_attributes(conf, consumer=True)
         self.group = self.base_attrs.get(sc.MESSAGING_CONSUMER_GROUP_NAME)
-        self.commits = CommitResults()
+        auto = str(conf.get("enable.auto.commit", "true")).lower() not in ("false", "0")
+        self.commits = CommitResults(auto)
         self.topics: dict[str | None, ProcessTopic] = {}
         #: Records whose polling owner is released by the consumer's next call.
         self.open: deque[Record] = deque()
@@ -716,7 +717,7 @@ def error_event(tel: Telemetry, state: ConsumerState, msg: Any) -> None:
             return
         info = state.topic(topic, tel)
         if not info.excluded:
-            loss.offset_reset(tel, info.metric_attrs, msg.partition())
+            loss.offset_reset(tel, info.receive_metric_attrs, msg.partition())
     except Exception as exc:
         report("offset reset", exc)
 

@@ -171,20 +171,16 @@ def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, clie
         callback = delivery_for(state, info, call.callback, span if recording else None, metering)
     except Exception as exc:
         report("producer instrumentation", exc)
-        if span is not None:
-            end_span(span)
+        abandon(span)
         return call.original(client, orig)
     if callback is not None:
         named["on_delivery"] = callback
     try:
         result = orig(client, **named)
     except BaseException as exc:
-        never_sent(info, callback)
-        if span is not None:
-            fail_span(span, exc)
+        refused(info, callback, span, exc)
         raise
-    if span is not None and (type(callback) is not Delivery or callback.span is not span):
-        end_span(span)  # nothing holds it to the report
+    handed_over(span, callback)
     return result
 
 
@@ -318,6 +314,25 @@ def never_sent(info: SendTopic, callback: Any) -> None:
         info.report.ledger.spans.pop(id(callback), None)
 
 
+def refused(info: SendTopic, callback: Any, span: Any, exc: BaseException) -> None:
+    """The produce call raised: never in flight, and the span fails with the call's error."""
+    never_sent(info, callback)
+    if span is not None:
+        fail_span(span, exc)
+
+
+def handed_over(span: Any, callback: Any) -> None:
+    """The message is in flight: its span ends now unless ``callback`` ends it at the report."""
+    if span is not None and not holds(callback, span):
+        end_span(span)
+
+
+def abandon(span: Any) -> None:
+    """The instrumentation failed before the message went: its span ends, recording nothing more."""
+    if span is not None:
+        end_span(span)
+
+
 def holds(callback: Any, span: Any) -> bool:
     """Whether ``callback`` ends ``span`` at the report (else it must end now)."""
     return isinstance(callback, Delivery) and callback.span is span
@@ -433,14 +448,15 @@ def send_batch(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call
     spans: list[Any] = []
     copies: list[dict[str, Any]] = []
     try:
-        if any("headers" in m for m in messages):
-            warn_once(
-                "produce_batch headers",
-                "kafkaplus: Producer.produce_batch() drops message headers (confluent-kafka "
-                "limitation), so trace context cannot reach consumers of %s; producer spans "
-                "are still recorded.",
-                info.attrs[sc.MESSAGING_DESTINATION_NAME],
-            )
+        # Whether or not the app gave headers: the context kafkaplus would add
+        # cannot travel either.
+        warn_once(
+            "produce_batch headers",
+            "kafkaplus: Producer.produce_batch() sends no message headers (confluent-kafka "
+            "limitation), so trace context cannot reach consumers of %s; producer spans "
+            "are still recorded. produce() carries it.",
+            info.attrs[sc.MESSAGING_DESTINATION_NAME],
+        )
         batch_cb = call.callback
         batch_partition = named.get("partition", -1)
         metering = tel.metering()
@@ -478,6 +494,6 @@ def send_batch(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call
             m["_error"] = err
             never_sent(info, copy.get("callback"))
             fail_span(span, KafkaFailure(err))
-        elif not holds(copy.get("callback"), span):
-            end_span(span)
+        else:
+            handed_over(span, copy.get("callback"))
     return result

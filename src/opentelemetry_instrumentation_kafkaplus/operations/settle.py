@@ -38,20 +38,63 @@ MAX_PENDING_COMMITS = 1000
 
 
 class CommitResults:
-    """A consumer's asynchronous commit spans, in the order their results arrive."""
+    """A consumer's asynchronous commit spans waiting for their ``on_commit`` result.
 
-    __slots__ = ("enabled", "pending")
+    Results come in the order of the requests, but with ``enable.auto.commit``
+    librdkafka's own commits report to the same ``on_commit``: an automatic
+    result must not end the app's pending span. So with automatic commits on,
+    a result ends the oldest pending commit that asked for exactly the offsets
+    it reports; one whose offsets were not given (``commit()`` of the current
+    positions, which is what an automatic commit sends too) matches any result
+    no exact match claimed. A result no pending commit matches is an
+    automatic commit.
+    """
 
-    def __init__(self) -> None:
-        self.pending: deque[Any] = deque()
+    __slots__ = ("auto", "enabled", "pending")
+
+    def __init__(self, auto: bool = False) -> None:
+        #: (span, the offsets it commits or None when not given), oldest first.
+        self.pending: deque[tuple[Any, frozenset[tuple[str, int, int]] | None]] = deque()
         #: Set when kafkaplus receives this consumer's ``on_commit`` results.
         self.enabled = False
+        #: ``enable.auto.commit``: results may be librdkafka's own commits.
+        self.auto = auto
 
-    def wait(self, span: Any) -> None:
+    def wait(self, span: Any, offsets: frozenset[tuple[str, int, int]] | None) -> None:
         pending = self.pending
         if len(pending) >= MAX_PENDING_COMMITS:
-            end_span(pending.popleft())
-        pending.append(span)
+            end_span(pending.popleft()[0])
+        pending.append((span, offsets))
+
+    def take(self, partitions: Any) -> Any:
+        """The pending span this result ends, or None (an automatic commit)."""
+        pending = self.pending
+        if not pending:
+            return None
+        if not self.auto:
+            return pending.popleft()[0]
+        reported = _offsets(partitions)
+        unknown = None
+        for i, (span, offsets) in enumerate(pending):
+            if offsets == reported:
+                del pending[i]
+                return span
+            if offsets is None and unknown is None:
+                unknown = i
+        if unknown is None:
+            return None
+        span = pending[unknown][0]
+        del pending[unknown]
+        return span
+
+
+def _offsets(partitions: Any) -> frozenset[tuple[str, int, int]]:
+    """The offsets an ``on_commit`` result reports (the ones with something committed)."""
+    return frozenset(
+        (tp.topic, tp.partition, tp.offset)
+        for tp in partitions or []
+        if isinstance(tp.offset, int) and tp.offset >= 0
+    )
 
 
 def settle(tel: Telemetry, base_attrs: dict[str, Any], call: Call, operation: str,
@@ -60,7 +103,8 @@ def settle(tel: Telemetry, base_attrs: dict[str, Any], call: Call, operation: st
     named = call.named
     try:
         asynchronous = _asynchronous(named) if operation == "commit" else None
-        span = _start(tel, base_attrs, _entries(named, operation), operation, asynchronous)
+        entries = _entries(named, operation)
+        span = _start(tel, base_attrs, entries, operation, asynchronous)
     except Exception as exc:
         report("commit instrumentation", exc)
         return call.original(client, orig)
@@ -70,7 +114,9 @@ def settle(tel: Telemetry, base_attrs: dict[str, Any], call: Call, operation: st
         fail_span(span, exc)
         raise
     if asynchronous and results is not None and results.enabled:
-        results.wait(span)  # ended by on_commit with the broker's answer
+        # ended by on_commit with the broker's answer
+        given = named.get("message") is not None or named.get("offsets") is not None
+        results.wait(span, frozenset(entries) if given else None)
         return result
     _end(span, None, result)
     return result
@@ -79,9 +125,8 @@ def settle(tel: Telemetry, base_attrs: dict[str, Any], call: Call, operation: st
 def commit_result(tel: Telemetry | None, results: CommitResults, base_attrs: dict[str, Any],
                   err: Any, partitions: Any) -> None:  # fmt: skip
     """``on_commit``: end the oldest asynchronous commit span, or record an automatic commit."""
-    if results.pending:
-        span = results.pending.popleft()
-    else:
+    span = results.take(partitions)
+    if span is None:
         if tel is None or suppressed() or not tel.tracing():
             return
         # enable.auto.commit: librdkafka settled on its own; a settle span for
