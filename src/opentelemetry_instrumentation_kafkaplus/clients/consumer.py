@@ -222,7 +222,8 @@ def _repositioned(method: str, all_partitions: bool = False) -> Any:
 class Consumer(_CConsumer, metaclass=TracedClass):
     """confluent_kafka.Consumer, traced. Substituted for the original class."""
 
-    __slots__ = ("_kafkaplus",)
+    # No slot: its descriptor would be a class member without a docstring, which
+    # confluent-kafka's own documentation check rejects; the instance __dict__ is as fast.
     _kafkaplus: ConsumerState
     _kafkaplus_original = _CConsumer
 

@@ -174,7 +174,8 @@ def close(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: dict
 class Producer(_CProducer, metaclass=TracedClass):
     """confluent_kafka.Producer, traced. Substituted for the original class."""
 
-    __slots__ = ("_kafkaplus",)
+    # No slot: its descriptor would be a class member without a docstring, which
+    # confluent-kafka's own documentation check rejects; the instance __dict__ is as fast.
     _kafkaplus: ProducerState
     _kafkaplus_original = _CProducer
 

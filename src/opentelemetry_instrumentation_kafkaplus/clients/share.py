@@ -15,7 +15,11 @@ def notice_class(original: type) -> type:
         _kafkaplus_original = original
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
+            # The client tells "no keywords" from "empty keywords" in its error.
+            if kwargs:
+                super().__init__(*args, **kwargs)
+            else:
+                super().__init__(*args)
             warn_once(
                 "share consumer",
                 "kafkaplus: confluent_kafka.ShareConsumer (share groups) is not traced; "

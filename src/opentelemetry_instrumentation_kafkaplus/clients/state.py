@@ -2,8 +2,8 @@
 
 Every traced client, whatever hooks it (a traced subclass, a proxy, a wrapt
 wrapper, the aio glue), carries its state in the attribute ``_kafkaplus``:
-a slot on the traced subclasses, the instance ``__dict__`` on Python classes,
-a property on proxies. ``state_of`` returns it only when it is really ours, so
+the instance ``__dict__`` on the traced subclasses and Python classes, a
+property on proxies. ``state_of`` returns it only when it is really ours, so
 a test double or a subclass that skipped ``__init__`` is simply not traced.
 
 The traced classes replace ``confluent_kafka.Producer``/``Consumer`` under
