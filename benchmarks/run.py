@@ -123,6 +123,11 @@ DISTRO_CASES: dict[str, dict[str, Any]] = {
     "kafkaplus-100pct": {"label": "kafkaplus, 100 %", "plugin": "kafkaplus", "sampling": 1.0},
     "kafkaplus-100pct-nometrics": {"label": "kafkaplus, 100 %, metrics=none", "plugin": "kafkaplus",
                                    "sampling": 1.0, "env": {"OTEL_PYTHON_KAFKAPLUS_METRICS": "none"}},
+    # Not the distro's defaults: a queue that holds a whole run, so 100 % compares without drops.
+    "official-100pct-q64k": {"label": "official, 100 %, queue 65,536", "plugin": "official",
+                             "sampling": 1.0, "env": {"OTEL_BSP_MAX_QUEUE_SIZE": "65536"}},
+    "kafkaplus-100pct-q64k": {"label": "kafkaplus, 100 %, queue 65,536", "plugin": "kafkaplus",
+                              "sampling": 1.0, "env": {"OTEL_BSP_MAX_QUEUE_SIZE": "65536"}},
 }  # fmt: skip
 DISTRO_BASELINE = "uninstrumented"
 # The official plugin's case at the same sampling.
@@ -132,6 +137,7 @@ DISTRO_SAME = {
     "kafkaplus-1pct-nometrics": "official-1pct",
     "kafkaplus-100pct": "official-100pct",
     "kafkaplus-100pct-nometrics": "official-100pct",
+    "kafkaplus-100pct-q64k": "official-100pct-q64k",
 }
 DISABLE = {"none": "kafkaplus,confluent_kafka", "official": "kafkaplus", "kafkaplus": "confluent_kafka"}
 
@@ -1319,6 +1325,7 @@ def evaluate_distro(stats: dict[str, dict[str, dict[str, Any]]], rss: dict[str, 
             ("1 %, metrics on", "kafkaplus-1pct", (1.0, 1.5)),
             ("1 %, per-message metrics off", "kafkaplus-1pct-nometrics", (1.7, 3.0)),
             ("100 %, metrics on", "kafkaplus-100pct", (1.0, 1.5)),
+            ("100 %, queue 65,536 (not default)", "kafkaplus-100pct-q64k", (1.0, 1.5)),
         ):
             off_case = DISTRO_SAME[case]
             for phase, goal in zip(("produce", "consume"), goals, strict=True):
@@ -1376,7 +1383,7 @@ def render_targets(targets: list[dict[str, Any]]) -> list[str]:
             verdict = "n/a" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")
         unit = "x" if t["unit"] == "x" else " MB"
         val = "-" if t["value"] is None else f"{t['value']:.2f}{unit}"
-        lines.append(f"  {verdict:<4} {t['broker']:<6} {t['target']:<62} {val:>9}  ({t['op']} {t['goal']}{unit})")
+        lines.append(f"  {verdict:<4} {t['broker']:<6} {t['target']:<68} {val:>9}  ({t['op']} {t['goal']}{unit})")
     return lines
 
 
