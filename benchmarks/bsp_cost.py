@@ -7,8 +7,8 @@ sampling, into a BatchSpanProcessor that never exports on its own (queue and
 batch size 2^20, schedule delay of a day), so every ended span stays queued:
 
 * memory per queued span, send (PRODUCER) and process (CONSUMER) spans
-  separately: the Python heap growth (``tracemalloc``) and the RSS growth over
-  the spans queued, after a warmup;
+  separately: the RSS growth over the spans queued, after a warmup, then (a
+  second batch of messages, with ``tracemalloc`` on) the Python heap growth;
 * the OTLP exporters' time per span: the queued spans are exported in batches of
   512 (the default batch size) to the benchmark's local receiver, over gRPC
   and over HTTP/protobuf; this is the time the BatchSpanProcessor's thread
@@ -100,16 +100,23 @@ def main() -> int:
         warm = 2_000
         produce(warm)
         consume(warm)
-        tracemalloc.start()
         rows = []
+        # RSS without tracemalloc (its own records would count), then the heap with it.
         for kind, step in (("send span (PRODUCER)", produce), ("process span (CONSUMER)", consume)):
             gc.collect()
-            q0, heap0, rss0 = len(queue), tracemalloc.get_traced_memory()[0], _rss_mb()
+            q0, rss0 = len(queue), _rss_mb()
             step(n)
             gc.collect()
-            q1, heap1, rss1 = len(queue), tracemalloc.get_traced_memory()[0], _rss_mb()
-            spans = q1 - q0
-            rows.append((kind, spans, (heap1 - heap0) / spans, (rss1 - rss0) * 1e6 / spans))
+            q1, rss1 = len(queue), _rss_mb()
+            rows.append([kind, q1 - q0, (rss1 - rss0) * 1e6 / (q1 - q0)])
+        tracemalloc.start()
+        for row, step in zip(rows, (produce, consume), strict=True):
+            gc.collect()
+            q0, heap0 = len(queue), tracemalloc.get_traced_memory()[0]
+            step(n)
+            gc.collect()
+            q1, heap1 = len(queue), tracemalloc.get_traced_memory()[0]
+            row.append((heap1 - heap0) / (q1 - q0))
         tracemalloc.stop()
         consumer.close()
 
@@ -135,9 +142,9 @@ def main() -> int:
             sink.stop()
             export_rows.append((protocol, len(spans), wall / len(spans) * 1e6, cpu / len(spans) * 1e6))
 
-    print(f"{n:,} messages each way, kafkaplus at 100 %, spans held in the BatchSpanProcessor's queue")
+    print(f"{n:,} messages each way (twice), kafkaplus at 100 %, spans held in the BatchSpanProcessor's queue")
     print(f"{'span':<26} {'queued':>8} {'heap B/span':>12} {'RSS B/span':>11}")
-    for kind, count, heap, rss in rows:
+    for kind, count, rss, heap in rows:
         print(f"{kind:<26} {count:>8,} {heap:>12,.0f} {rss:>11,.0f}")
     print()
     print("OTLP export of those spans in batches of 512 to a local receiver (this thread's time)")

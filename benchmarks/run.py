@@ -1436,11 +1436,16 @@ def main() -> int:
     ap.add_argument("--brokers", default="tansu,mock", help="comma list of: tansu, mock")
     ap.add_argument("--distro-cases", default=",".join(DISTRO_CASES), help="distro table case ids")
     ap.add_argument("--cases", default=",".join(CASES), help="SDK-only table case ids")
+    ap.add_argument("--sdk-brokers", default="tansu,mock", help="brokers for the SDK-only table")
+    ap.add_argument("--rss-units", default=",".join(f"{t}:{c}" for t, c in RSS_UNITS),
+                    help="TABLE:CASE list measured for RSS growth (default: all three)")
     ap.add_argument("--shapes", default=",".join(SHAPES), help="comma list of: " + ", ".join(SHAPES))
     ap.add_argument("--shape-brokers", default="mock", help="brokers for the shapes (default mock)")
     ap.add_argument("--option-brokers", default="mock", help="brokers for --tables options (default mock)")
     ap.add_argument("--option", action="append", default=[], metavar="LABEL:VAR=VALUE",
                     help="another option variant for --tables options (repeatable)")
+    ap.add_argument("--env", action="append", default=[], metavar="VAR=VALUE",
+                    help="one more variable for every distro run (repeatable), e.g. OTEL_BSP_MAX_QUEUE_SIZE=65536")
     ap.add_argument("--protocol", choices=("grpc", "http/protobuf"), default="grpc",
                     help="OTLP protocol of the distro cases (default grpc, the distro's default)")
     ap.add_argument("--poll-every", type=int, default=1000,
@@ -1474,6 +1479,12 @@ def main() -> int:
         if not (label and var and eq):
             ap.error(f"--option {spec_!r}: expected LABEL:VAR=VALUE")
         OPTION_VARIANTS[label] = {var: value}
+    common_env: dict[str, str] = {}
+    for assignment in args.env:
+        var, eq, value = assignment.partition("=")
+        if not (var and eq):
+            ap.error(f"--env {assignment!r}: expected VAR=VALUE")
+        common_env[var] = value
     if not args.no_venv and not _in_bench_venv():
         ensure_venv()  # does not return
     broker_names = _csv(args.brokers)
@@ -1482,6 +1493,11 @@ def main() -> int:
     shapes = _csv(args.shapes)
     shape_brokers = [b for b in _csv(args.shape_brokers) if b in broker_names]
     option_brokers = [b for b in _csv(args.option_brokers) if b in broker_names]
+    sdk_brokers = [b for b in _csv(args.sdk_brokers) if b in broker_names]
+    rss_units = [tuple(u.split(":", 1)) for u in _csv(args.rss_units)]
+    for u in rss_units:
+        if len(u) != 2 or u[0] not in ("distro", "sdk") or u[1] not in (DISTRO_CASES if u[0] == "distro" else CASES):
+            ap.error(f"--rss-units: unknown {':'.join(u)!r}")
     if args.quick:
         # Every table and every code path once, with tiny counts; the SDK-only
         # table and the tansu broker with a few cases only, to stay near a minute.
@@ -1557,7 +1573,7 @@ def main() -> int:
                       for b in option_brokers for c in OPTION_CASES
                       for v, env in OPTION_VARIANTS.items()]  # fmt: skip
         if "sdk" in tables:
-            units += [("sdk", b, c, "throughput", "sdk", c, {}) for b in brokers for c in sdk_cases]
+            units += [("sdk", b, c, "throughput", "sdk", c, {}) for b in sdk_brokers for c in sdk_cases]
         samples: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
         floors: list[dict[str, float]] = []
         # Interleaved order: each repeat runs every unit once, so drift on a
@@ -1579,10 +1595,13 @@ def main() -> int:
             print(f"[{next(counter)}/{len(order)}] {table} {broker} {key} (run {rep + 1})",
                   file=sys.stderr, flush=True)  # fmt: skip
             tag = f"r{rep}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
-            r = spawn(spec(op, mode, broker, case, tag, n), timeout, sink, env)
-            if r["spans_dropped"]:
+            r = spawn(spec(op, mode, broker, case, tag, n), timeout, sink, {**common_env, **env})
+            sdk_says = (r.get("receiver") or {}).get("sdk_processor_dropped")
+            if r["spans_dropped"] or sdk_says:
                 print(f"    {table} {broker} {key}: dropped {r['spans_dropped']:,} of "
-                      f"{r['spans_ended_total']:,} spans", file=sys.stderr, flush=True)  # fmt: skip
+                      f"{r['spans_ended_total']:,} spans"
+                      + (f" (the SDK's own metric: {sdk_says})" if sdk_says else ""),
+                      file=sys.stderr, flush=True)  # fmt: skip
             samples.setdefault(table, {}).setdefault(broker, {}).setdefault(key, []).append(r)
 
         t_start = time.monotonic()
@@ -1600,11 +1619,11 @@ def main() -> int:
         if "rss" in tables and args.rss_messages > 0:
             rss_broker = "tansu" if "tansu" in brokers else broker_names[0]
             rss = {"broker": rss_broker, "messages": args.rss_messages}
-            for table, case in RSS_UNITS:
+            for table, case in rss_units:
                 print(f"RSS: {table} {case}, {args.rss_messages:,} messages", file=sys.stderr, flush=True)
                 rss[f"{table}:{case}"] = spawn(
                     spec("rss", table, rss_broker, case, "rss", args.rss_messages),
-                    600 + args.rss_messages / 200, sink)  # fmt: skip
+                    600 + args.rss_messages / 200, sink, common_env)  # fmt: skip
 
         stats = {t: {b: {k: summarize(runs) for k, runs in per.items()} for b, per in bs.items()}
                  for t, bs in samples.items()}  # fmt: skip
@@ -1615,7 +1634,7 @@ def main() -> int:
             "settings": {"messages": n, "warmup": warm, "message_size": MESSAGE_SIZE,
                          "partitions": PARTITIONS, "repeats": args.repeats,
                          "poll_every": args.poll_every, "quick": args.quick,
-                         "protocol": args.protocol, "tables": tables,
+                         "protocol": args.protocol, "tables": tables, "env": common_env,
                          "wall_s": round(time.monotonic() - t_start, 1)},
             "stats": stats,
             "floor_us": floor_us,
