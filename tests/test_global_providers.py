@@ -10,6 +10,7 @@ can be set once per process, so each scenario runs in a subprocess.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -118,3 +119,65 @@ def test_nothing_before_the_sdk_is_set_and_everything_after(mock_cluster):
     assert out["current_after_poll_is_process"]
     assert out["span_names"] == [f"process {topic}", f"send {topic}"]
     assert out["sent_counted"] == 1
+
+
+DISABLED = textwrap.dedent("""
+    import json, sys, time
+    from opentelemetry import context, metrics, trace
+    from opentelemetry.metrics import NoOpHistogram
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+    from opentelemetry_instrumentation_kafkaplus import KafkaPlusInstrumentor
+    from opentelemetry_instrumentation_kafkaplus.core.telemetry import ACTIVE
+
+    recorded = []
+    NoOpHistogram.record = lambda self, *a, **k: recorded.append(1)
+    # What opentelemetry-instrument sets up with OTEL_SDK_DISABLED=true: SDK
+    # providers that hand out no-op tracers and meters.
+    trace.set_tracer_provider(TracerProvider())
+    metrics.set_meter_provider(MeterProvider())
+    KafkaPlusInstrumentor().instrument()
+    import confluent_kafka
+
+    bootstrap, topic = sys.argv[1], sys.argv[2]
+    p = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "log_level": 0})
+    p.produce(topic, b"plain", partition=0)
+    token = context.attach(trace.set_span_in_context(NonRecordingSpan(
+        SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1)))))
+    try:
+        p.produce(topic, b"carried", partition=0)
+    finally:
+        context.detach(token)
+    p.flush(30)
+    c = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "g",
+                                  "log_level": 0, "enable.auto.commit": False})
+    c.assign([confluent_kafka.TopicPartition(topic, 0, confluent_kafka.OFFSET_BEGINNING)])
+    got, deadline = [], time.monotonic() + 30
+    while len(got) < 2 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m)
+    c.close()
+    print(json.dumps({
+        "headers": [[[k, v.decode()] for k, v in m.headers() or []] for m in got],
+        "idle": ACTIVE.telemetry.idle,
+        "histogram_records": len(recorded),
+    }))
+""")
+
+
+def test_sdk_disabled_records_nothing_and_context_still_travels(mock_cluster):
+    topic = unique("disabled")
+    proc = subprocess.run(
+        [sys.executable, "-c", DISABLED, mock_cluster, topic],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "OTEL_SDK_DISABLED": "true"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["headers"] == [
+        [], [["traceparent", "00-00000000000000000000000000000abc-0000000000000def-01"]]
+    ]
+    assert out["idle"] is True  # known for good: produce() and poll() call straight through
+    assert out["histogram_records"] == 0  # no measurement built for the no-op meter

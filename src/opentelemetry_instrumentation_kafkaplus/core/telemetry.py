@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import get_current
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import Meter, NoOpMeter
 from opentelemetry.trace import NoOpTracer, ProxyTracer, SpanKind, Status, StatusCode, Tracer
 
 from ..version import __version__
@@ -56,6 +56,9 @@ class Telemetry:
         #: Tracer and meter both come from the global providers: while neither
         #: is set, nothing can record (the clients' cheapest check).
         self.global_providers = self._proxy_tracer and self._proxy_meter
+        #: Known for good that nothing records: no-op tracer and no metrics (for
+        #: example providers that hand out no-ops, as with OTEL_SDK_DISABLED=true).
+        self.idle = False
 
     def tracing(self) -> bool:
         """False while the tracer is the API's no-op (no SDK configured yet).
@@ -70,14 +73,20 @@ class Telemetry:
             return False  # the cheapest check while no SDK is configured
         if isinstance(tracer, ProxyTracer):
             real = sdkaccess.proxied_tracer(tracer)
-            if real is None or isinstance(real, NoOpTracer):
+            if real is None:
                 return False
+            if isinstance(real, NoOpTracer):  # the provider set hands out no-ops: for good
+                return self._no_tracing()
             self.tracer = real
         elif isinstance(tracer, NoOpTracer):
-            self._tracing = False
-            return False
+            return self._no_tracing()
         self._tracing = True
         return True
+
+    def _no_tracing(self) -> bool:
+        self._tracing = False
+        self.idle = self._metering is False
+        return False
 
     def drops_unsampled_remote(self) -> bool:
         """Whether the SDK sampler drops spans whose remote parent is not sampled."""
@@ -90,14 +99,22 @@ class Telemetry:
         if self._metering is not None:
             return self._metering
         if not self.metrics.enabled:
-            self._metering = False
-            return False
-        if self._proxy_meter and not sdkaccess.meter_provider_set():
-            return False
-        if self._proxy_meter and sdkaccess.proxied_meter(self.meter) is None:
-            return False
+            return self._no_metering()
+        if self._proxy_meter:
+            if not sdkaccess.meter_provider_set():
+                return False
+            real = sdkaccess.proxied_meter(self.meter)
+            if real is None:
+                return False
+            if isinstance(real, NoOpMeter):  # the provider set hands out no-ops: for good
+                return self._no_metering()
         self._metering = True
         return True
+
+    def _no_metering(self) -> bool:
+        self._metering = False
+        self.idle = self._tracing is False
+        return False
 
 
 #: Instrumentation scopes that make their own send spans and trace headers (a
@@ -124,12 +141,14 @@ def send_owned_elsewhere(ctx: Any) -> bool:
 
 
 def no_sdk(tel: Telemetry | None) -> bool:
-    """True while instrumented with the global providers and neither is set yet.
+    """True while nothing can record: the global providers are not set yet, or hand out no-ops.
 
-    Then nothing can record, and the clients' hot methods call straight
-    through. Module globals only: this runs on every produce() and poll().
+    Then the clients' hot methods call straight through. Attributes and module
+    globals only: this runs on every produce() and poll().
     """
-    return tel is not None and tel.global_providers and sdkaccess.global_providers_unset()
+    return tel is not None and (
+        tel.idle or (tel.global_providers and sdkaccess.global_providers_unset())
+    )
 
 
 def suppressed() -> bool:
