@@ -61,8 +61,8 @@ from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, cimpl
-from opentelemetry import context as otel_context
 
+from ..core import sdkaccess
 from ..core.calls import AIO_PRODUCE
 from ..core.errors import report, warn_once
 from ..core.telemetry import ACTIVE, Telemetry, suppressed
@@ -74,7 +74,7 @@ from .serializing import Patched, patch
 from .state import adopting, attach, state_of
 
 _time_ns = time.time_ns
-_get_current = otel_context.get_current
+_get_current = sdkaccess.get_current
 _c_produce = cimpl.Producer.produce
 #: Where an AIOProducer keeps its route (the state itself lives in ``_kafkaplus``).
 _ROUTE = "_kafkaplus_route"

@@ -13,12 +13,12 @@ import time
 from typing import Any
 
 from confluent_kafka import cimpl
-from opentelemetry import context as otel_context
 
+from ..core import sdkaccess
 from ..core.calls import COMMIT, SUBSCRIBE, Call, bind
 from ..core.errors import report
 from ..core.propagation import MESSAGE_KEY
-from ..core.telemetry import ACTIVE, no_sdk, suppressed
+from ..core.telemetry import ACTIVE, suppressed
 from ..operations import process, settle
 from ..operations.process import ConsumerState
 from . import config
@@ -34,7 +34,8 @@ _orig_subscribe = _CConsumer.subscribe
 _cluster_id = getattr(_CConsumer, "cluster_id", None)  # not in every confluent-kafka version
 _KNOWN = float("inf")  # cluster_retry once the cluster id is known, or never will be
 _monotonic = time.monotonic
-_get_current = otel_context.get_current
+_get_current = sdkaccess.get_current
+_providers_unset = sdkaccess.global_providers_unset
 _time_ns = time.time_ns
 
 
@@ -238,7 +239,14 @@ class Consumer(_CConsumer, metaclass=TracedClass):
             return _orig_poll(self, *args, **kwargs)
         # With no SDK anywhere (so no span of ours is open or current), call
         # straight through: this check is all the instrumentation costs then.
-        if no_sdk(ACTIVE.telemetry) and not state.open and _get_current().get(MESSAGE_KEY) is None:
+        # Nothing can record (Telemetry.idle, or no provider set yet).
+        tel = ACTIVE.telemetry
+        if (
+            tel is not None
+            and (tel.idle or (tel.global_providers and _providers_unset()))
+            and not state.open
+            and _get_current().get(MESSAGE_KEY) is None
+        ):
             return _orig_poll(self, *args, **kwargs)
         return poll(self, state, args, kwargs)
 

@@ -29,6 +29,7 @@ from typing import Any
 import wrapt
 from opentelemetry import context as otel_context
 
+from ..core import sdkaccess
 from ..core.errors import report
 from ..core.telemetry import ACTIVE
 from ..operations import process
@@ -38,7 +39,7 @@ from .proxy import ConsumerProxy
 from .state import state_of
 
 _installed = False
-_get_current = otel_context.get_current
+_get_current = sdkaccess.get_current
 
 
 def install() -> None:

@@ -43,8 +43,8 @@ from typing import Any
 
 import wrapt
 from confluent_kafka import cimpl
-from opentelemetry import context as otel_context
 
+from ..core import sdkaccess
 from ..core.errors import report
 from ..core.telemetry import ACTIVE, SEND_OWNERS
 from ..operations import process
@@ -59,7 +59,7 @@ CONSTS_MODULE = "faststream.opentelemetry.consts"
 SCOPE = "opentelemetry.instrumentation.faststream"
 
 _installed = False
-_get_current = otel_context.get_current
+_get_current = sdkaccess.get_current
 _Message = cimpl.Message
 
 

@@ -13,11 +13,11 @@ import time
 from typing import Any
 
 from confluent_kafka import cimpl
-from opentelemetry import context as otel_context
 
+from ..core import sdkaccess
 from ..core.calls import PRODUCE, PRODUCE_BATCH, SEND_OFFSETS, Call, bind, pop_callback
 from ..core.sdkaccess import SPAN_KEY, SUPPRESS_KEY
-from ..core.telemetry import ACTIVE, no_sdk, suppressed
+from ..core.telemetry import ACTIVE, suppressed
 from ..operations import send, settle, transaction
 from ..operations.send import ProducerState
 from . import config
@@ -32,7 +32,8 @@ _cluster_id = getattr(_CProducer, "cluster_id", None)  # not in every confluent-
 _orig_close: Any = getattr(_CProducer, "close", None)  # 2.6 has none
 _KNOWN = float("inf")  # cluster_retry once the cluster id is known, or never will be
 _monotonic = time.monotonic
-_get_current = otel_context.get_current
+_get_current = sdkaccess.get_current
+_providers_unset = sdkaccess.global_providers_unset
 
 
 def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -190,7 +191,13 @@ class Producer(_CProducer, metaclass=TracedClass):
             return _orig_produce(self, *args, **kwargs)
         # With no SDK anywhere and no context to propagate, call straight
         # through: this check is all the instrumentation costs then.
-        if no_sdk(ACTIVE.telemetry) and not state.only_error:
+        # Nothing can record (Telemetry.idle, or no provider set yet).
+        tel = ACTIVE.telemetry
+        if (
+            tel is not None
+            and (tel.idle or (tel.global_providers and _providers_unset()))
+            and not state.only_error
+        ):
             current: Any = _get_current().get(SPAN_KEY)
             if current is None or not current.get_span_context().is_valid:
                 return _orig_produce(self, *args, **kwargs)

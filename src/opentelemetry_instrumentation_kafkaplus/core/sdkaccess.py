@@ -9,6 +9,8 @@ changes, and each use degrades to the slower public path rather than failing
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import baggage as _baggage
@@ -22,6 +24,25 @@ from opentelemetry.trace import propagation as _trace_propagation
 SPAN_KEY: str = _trace_propagation._SPAN_KEY
 SUPPRESS_KEY: str = _context._SUPPRESS_INSTRUMENTATION_KEY
 BAGGAGE_KEY: str = _baggage._BAGGAGE_KEY
+
+
+def _current_getter() -> Callable[[], Any]:
+    """The current Context's getter: the runtime's ContextVar ``get`` when it is the default.
+
+    ``opentelemetry.context.get_current()`` is two Python calls around that
+    ContextVar read; the hot paths read the context several times per message.
+    Another runtime context (``OTEL_PYTHON_CONTEXT``) keeps the public function.
+    """
+    runtime = getattr(_context, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    if type(runtime).__name__ == "ContextVarsRuntimeContext" and isinstance(var, ContextVar):
+        getter: Callable[[], Any] = var.get
+        return getter
+    return _context.get_current
+
+
+#: ``opentelemetry.context.get_current``, without its two Python calls.
+get_current = _current_getter()
 
 
 def tracer_provider_set() -> bool:

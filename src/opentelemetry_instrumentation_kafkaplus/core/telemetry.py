@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.context import get_current
 from opentelemetry.metrics import Meter, NoOpMeter
 from opentelemetry.trace import NoOpTracer, ProxyTracer, SpanKind, Status, StatusCode, Tracer
 
@@ -58,6 +57,8 @@ class Telemetry:
         self.global_providers = self._proxy_tracer and self._proxy_meter
         #: Known for good that nothing records: no-op tracer and no metrics (for
         #: example providers that hand out no-ops, as with OTEL_SDK_DISABLED=true).
+        #: The clients' hot methods call straight through while ``idle`` is True,
+        #: or while ``global_providers`` and neither global provider is set yet.
         self.idle = False
 
     def tracing(self) -> bool:
@@ -140,20 +141,9 @@ def send_owned_elsewhere(ctx: Any) -> bool:
     )
 
 
-def no_sdk(tel: Telemetry | None) -> bool:
-    """True while nothing can record: the global providers are not set yet, or hand out no-ops.
-
-    Then the clients' hot methods call straight through. Attributes and module
-    globals only: this runs on every produce() and poll().
-    """
-    return tel is not None and (
-        tel.idle or (tel.global_providers and sdkaccess.global_providers_unset())
-    )
-
-
 def suppressed() -> bool:
     """True inside ``suppress_instrumentation()``."""
-    return bool(get_current().get(sdkaccess.SUPPRESS_KEY))
+    return bool(sdkaccess.get_current().get(sdkaccess.SUPPRESS_KEY))
 
 
 def end_span(span: Any, end_time: int | None = None) -> None:

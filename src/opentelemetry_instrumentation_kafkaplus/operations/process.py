@@ -72,6 +72,7 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
+from ..core import sdkaccess
 from ..core import semconv as sc
 from ..core.errors import report
 from ..core.propagation import MESSAGE_KEY, ORIGIN_KEY, read_headers
@@ -83,7 +84,7 @@ from .settle import CommitResults
 _CONSUMER = SpanKind.CONSUMER
 _CLIENT = SpanKind.CLIENT
 _time_ns = time.time_ns
-_get_current = otel_context.get_current
+_get_current = sdkaccess.get_current
 _ROOT = Context()
 _TS_NOT_AVAILABLE = 0
 _SAMPLED = TraceFlags.SAMPLED

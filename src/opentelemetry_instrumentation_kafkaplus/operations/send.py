@@ -37,6 +37,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, NonRecordingSpan, SpanKind
 
+from ..core import sdkaccess
 from ..core import semconv as sc
 from ..core.calls import Call
 from ..core.errors import KafkaFailure, report, warn_once
@@ -47,7 +48,7 @@ from . import loss, process
 
 _PRODUCER = SpanKind.PRODUCER
 _INVALID = trace.INVALID_SPAN_CONTEXT
-_get_current = otel_context.get_current
+_get_current = sdkaccess.get_current
 _set_span_in_context = trace.set_span_in_context
 _time_ns = time.time_ns
 
