@@ -324,6 +324,8 @@ async def receive(body: str) -> None:
     got.append(body)
 
 async def main() -> None:
+    print("loaded:", ",".join(sorted(m.rsplit(".", 1)[1] for m in sys.modules
+          if m.startswith("opentelemetry.instrumentation.") and m.count(".") == 2)))
     async with broker:
         await broker.start()
         for i in range(n):
@@ -339,7 +341,11 @@ asyncio.run(main())
 
 
 def test_zero_code_under_opentelemetry_instrument(bootstrap: str, tmp_path: Path) -> None:
-    """The app has no OpenTelemetry code at all: ``opentelemetry-instrument python app.py``."""
+    """The app has no OpenTelemetry code at all: ``opentelemetry-instrument python app.py``.
+
+    With what opentelemetry-bootstrap usually installs beside (the threading,
+    asyncio and logging instrumentations, test dependencies), all loaded.
+    """
     here = Path(sys.executable).with_name("opentelemetry-instrument")
     instrument = str(here) if here.exists() else shutil.which("opentelemetry-instrument")
     assert instrument, "opentelemetry-instrument not found (opentelemetry-distro)"
@@ -362,6 +368,8 @@ def test_zero_code_under_opentelemetry_instrument(bootstrap: str, tmp_path: Path
         proc = subprocess.run([instrument, sys.executable, str(script)], env=env,
                               capture_output=True, timeout=120, check=False)  # fmt: skip
         assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+        loaded = proc.stdout.decode().split("loaded: ", 1)[1].split()[0].split(",")
+        assert {"threading", "asyncio", "logging"} <= set(loaded), loaded
         wait_for_spans(receiver, 4 * N, timeout=20)
     finally:
         receiver.close()

@@ -67,8 +67,26 @@ def _transform(p: Any, b: str, msg: Any, handled: dict[str, tuple[int, int]],
     handled[msg.key().decode()] = (start, time.time_ns())
 
 
+@pytest.fixture(params=[False, True], ids=["threads", "threading-instrumentation"])
+def threading_instrumentation(request: Any) -> Any:
+    """With and without opentelemetry-instrumentation-threading (opentelemetry-bootstrap's pick),
+    which also carries the submitter's context into ThreadPoolExecutor tasks."""
+    if not request.param:
+        yield False
+        return
+    from opentelemetry.instrumentation.threading import ThreadingInstrumentor
+
+    instrumentor = ThreadingInstrumentor()
+    instrumentor.instrument()
+    try:
+        yield True
+    finally:
+        instrumentor.uninstrument()
+
+
 @pytest.mark.parametrize("forward", [False, True], ids=["plain", "forwarded-headers"])
-def test_worker_pool_zero_code(bootstrap: str, otel: Any, forward: bool) -> None:
+def test_worker_pool_zero_code(bootstrap: str, otel: Any, forward: bool,
+                               threading_instrumentation: bool) -> None:  # fmt: skip
     """One thread polls, a ThreadPoolExecutor of 4 transforms and produces."""
     a, b = unique("a"), unique("b")
     keys = seed(bootstrap, otel, a)
