@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-TOX_PARALLEL ?= auto
+# How many tox environments run at once (tox's --parallel: a number or auto).
+PARALLEL ?= auto
 
 .PHONY: demo test lint typecheck bench clean
 
@@ -26,7 +27,7 @@ demo: $(VENV)/.demo-installed
 
 ## test: the tox matrix with the Pythons this machine has (pyenv's too); lists what it skipped
 test: $(VENV)/.tox-installed
-	TOX_PARALLEL=$(TOX_PARALLEL) $(BIN)/python tools/tox_matrix.py
+	KAFKAPLUS_PARALLEL=$(PARALLEL) $(BIN)/python tools/tox_matrix.py
 
 ## bench: the benchmark (uninstrumented vs the official plugin vs kafkaplus)
 bench:

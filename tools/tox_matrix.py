@@ -64,9 +64,22 @@ def interpreters() -> tuple[dict[str, str], list[str]]:
     return found, missing
 
 
-def tox_envs(tox: list[str]) -> list[str]:
-    out = subprocess.run([*tox, "-l"], cwd=ROOT, capture_output=True, text=True, check=True)
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+def tox_environ() -> dict[str, str]:
+    """The environment for tox, without a TOX_PARALLEL tox cannot read.
+
+    tox reads ``TOX_<OPTION>`` variables as option defaults and prints a warning to
+    stdout for one it cannot convert (``TOX_PARALLEL=auto``), which ``tox -l`` would
+    then list as an environment name. The parallelism goes on the command line instead.
+    """
+    env = dict(os.environ)
+    env.pop("TOX_PARALLEL", None)
+    return env
+
+
+def tox_envs(tox: list[str], env: dict[str, str]) -> list[str]:
+    out = subprocess.run([*tox, "-l"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    return [line.strip() for line in out.stdout.splitlines() if re.fullmatch(r"[\w.-]+", line.strip())]
 
 
 def env_version(env: str) -> str | None:
@@ -83,10 +96,10 @@ def main(argv: list[str]) -> int:
     tox = [sys.executable, "-m", "tox"]
     found, missing = interpreters()
     extra = [d for d in found.values() if d]
-    env = dict(os.environ)
+    env = tox_environ()
     if extra:
         env["PATH"] = os.pathsep.join([*extra, env.get("PATH", "")])
-    envs = tox_envs(tox)
+    envs = tox_envs(tox, env)
     runnable = [e for e in envs if env_version(e) not in missing]
     skipped = [e for e in envs if env_version(e) in missing]
     if skipped:
@@ -102,7 +115,7 @@ def main(argv: list[str]) -> int:
         if os.environ.get("KAFKAPLUS_REQUIRE_ALL") == "1":
             say("KAFKAPLUS_REQUIRE_ALL=1: every environment must run.")
             return 1
-    parallel = os.environ.get("TOX_PARALLEL", "auto")
+    parallel = os.environ.get("KAFKAPLUS_PARALLEL") or os.environ.get("TOX_PARALLEL") or "auto"
     command = [*tox, "run-parallel", "--parallel", parallel, "--parallel-no-spinner", "--quiet",
                "-e", ",".join(runnable), *argv]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env)
