@@ -79,7 +79,8 @@ def tox_environ() -> dict[str, str]:
 def tox_envs(tox: list[str], env: dict[str, str]) -> list[str]:
     out = subprocess.run([*tox, "-l"], cwd=ROOT, env=env, capture_output=True, text=True,
                          check=True)  # fmt: skip
-    return [line.strip() for line in out.stdout.splitlines() if re.fullmatch(r"[\w.-]+", line.strip())]
+    names = (line.strip() for line in out.stdout.splitlines())
+    return [name for name in names if re.fullmatch(r"[\w.-]+", name)]
 
 
 def env_version(env: str) -> str | None:
