@@ -202,3 +202,22 @@ def test_auto_commits_are_settle_spans_too(mock_cluster, otel):
     spans = otel.spans(f"commit {topic}")
     assert spans and all(s.attributes["kafkaplus.commit.auto"] is True for s in spans)
     assert spans[0].attributes["messaging.kafka.offset"] == 1
+
+
+def test_the_contrib_form_with_a_tracer_provider_as_second_argument(mock_cluster, otel):
+    """``instrument_producer(producer, tracer_provider)``: that provider gets the spans."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from opentelemetry_instrumentation_kafkaplus import instrument_producer
+
+    own = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(own))
+    topic = unique()
+    p = instrument_producer(original_producer({"bootstrap.servers": mock_cluster}), provider)
+    produce_and_flush(p, topic)
+    (send,) = [s for s in own.get_finished_spans() if s.name == f"send {topic}"]
+    assert send.attributes["messaging.kafka.offset"] == 0
+    assert otel.spans(f"send {topic}") == []

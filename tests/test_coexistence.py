@@ -69,6 +69,7 @@ def test_both_installed_only_kafkaplus_traces(mock_cluster):
     assert sorted(names) == [f"process {topic}", f"send {topic}"]
     assert out.stderr.count("opentelemetry-instrumentation-confluent-kafka is installed too") == 1
     assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=kafkaplus" in out.stderr
+    assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=confluent_kafka" in out.stderr
 
 
 def test_disabling_kafkaplus_leaves_the_other_plugin(mock_cluster):

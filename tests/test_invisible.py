@@ -16,6 +16,7 @@ from unittest import mock
 
 import confluent_kafka
 import pytest
+from confluent_kafka import cimpl
 
 from conftest import GROUP_SETTINGS, ORIGINALS, assigned_consumer, poll_messages, producer, unique
 
@@ -48,6 +49,15 @@ def test_a_client_without_configuration_raises_as_without_kafkaplus(otel: Any, n
     traced = getattr(confluent_kafka, name)
     assert traced is not original
     assert _raised(traced) == _raised(original) == (TypeError, "expected configuration dict")
+
+
+def test_a_share_consumer_without_configuration_raises_as_without_kafkaplus(otel: Any) -> None:
+    original = getattr(cimpl, "ShareConsumer", None)
+    if original is None:
+        pytest.skip("this confluent-kafka has no ShareConsumer")
+    traced = confluent_kafka.ShareConsumer
+    assert traced is not original
+    assert _raised(traced) == _raised(original)
 
 
 def _uninitialised_client_crashes() -> bool:

@@ -10,6 +10,7 @@ environments it skipped with how to get their interpreter. With
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import os
 import re
@@ -83,10 +84,29 @@ def tox_envs(tox: list[str], env: dict[str, str]) -> list[str]:
     return [name for name in names if re.fullmatch(r"[\w.-]+", name)]
 
 
-def env_version(env: str) -> str | None:
-    """The Python a tox environment needs (py311-... -> 3.11); None: the default one."""
+def env_version(env: str, base_pythons: dict[str, str] | None = None) -> str | None:
+    """The Python a tox environment needs (py311-... -> 3.11, or its ``base_python``).
+
+    None: the Python tox itself runs on, which is always there.
+    """
     match = re.match(r"py3(\d+)", env)
-    return f"3.{match.group(1)}" if match else None
+    if match:
+        return f"3.{match.group(1)}"
+    return (base_pythons or {}).get(env)
+
+
+def base_pythons(ini: Path = ROOT / "tox.ini") -> dict[str, str]:
+    """Environment name -> version, for the ``[testenv:NAME]`` sections that set ``base_python``."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ini)
+    found = {}
+    for section in parser.sections():
+        if not section.startswith("testenv:"):
+            continue
+        match = re.fullmatch(r"python(3\.\d+)", parser[section].get("base_python", "").strip())
+        if match:
+            found[section.split(":", 1)[1]] = match.group(1)
+    return found
 
 
 def say(line: str) -> None:
@@ -101,12 +121,13 @@ def main(argv: list[str]) -> int:
     if extra:
         env["PATH"] = os.pathsep.join([*extra, env.get("PATH", "")])
     envs = tox_envs(tox, env)
-    runnable = [e for e in envs if env_version(e) not in missing]
-    skipped = [e for e in envs if env_version(e) in missing]
+    versions = base_pythons()
+    runnable = [e for e in envs if env_version(e, versions) not in missing]
+    skipped = [e for e in envs if env_version(e, versions) in missing]
     if skipped:
         say("skipping tox environments whose Python is not installed:")
         for version in missing:
-            names = ", ".join(e for e in skipped if env_version(e) == version)
+            names = ", ".join(e for e in skipped if env_version(e, versions) == version)
             print(f"  python{version}: {names}", file=sys.stderr)
         print(
             "  install it (for example `pyenv install " + " ".join(missing) + "`, or your "

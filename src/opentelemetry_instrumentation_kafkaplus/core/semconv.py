@@ -37,7 +37,6 @@ ERROR_TYPE = _e.ERROR_TYPE
 ERROR_TYPE_OTHER = _e.ErrorTypeValues.OTHER.value
 
 KAFKA = _m.MessagingSystemValues.KAFKA.value
-OP_CREATE = _m.MessagingOperationTypeValues.CREATE.value
 OP_SEND = _m.MessagingOperationTypeValues.SEND.value
 OP_RECEIVE = _m.MessagingOperationTypeValues.RECEIVE.value
 OP_PROCESS = _m.MessagingOperationTypeValues.PROCESS.value
