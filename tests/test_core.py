@@ -275,6 +275,29 @@ def test_body_size_is_opt_in_and_counts_utf8_bytes_on_both_sides(mock_cluster, o
     assert sizes == {SpanKind.PRODUCER: 6, SpanKind.CONSUMER: 6}
 
 
+def test_body_size_of_a_deserialized_str_is_its_utf8_size(mock_cluster, otel_factory):
+    """A DeserializingConsumer hands the app a str: the process span still counts bytes."""
+    from confluent_kafka import DeserializingConsumer, SerializingProducer
+    from confluent_kafka.serialization import StringDeserializer, StringSerializer
+
+    topic = unique()
+    on = otel_factory(capture_body_size=True)
+    p = SerializingProducer({"bootstrap.servers": mock_cluster, "value.serializer": StringSerializer()})
+    p.produce(topic, value="héllo wörld", partition=0)  # 11 characters, 13 bytes in UTF-8
+    assert p.flush(30) == 0
+    c = DeserializingConsumer({
+        "bootstrap.servers": mock_cluster, "group.id": unique(),
+        "value.deserializer": StringDeserializer(),
+    })  # fmt: skip
+    c.assign([confluent_kafka.TopicPartition(topic, 0, confluent_kafka.OFFSET_BEGINNING)])
+    msgs = poll_messages(c, 1)
+    c.close()
+    assert msgs[0].value() == "héllo wörld"
+    sizes = {s.kind: s.attributes["messaging.message.body.size"] for s in on.spans()
+             if s.name.endswith(topic) and s.kind in (SpanKind.PRODUCER, SpanKind.CONSUMER)}  # fmt: skip
+    assert sizes == {SpanKind.PRODUCER: 13, SpanKind.CONSUMER: 13}
+
+
 def test_process_span_current_until_next_poll_and_not_in_other_threads(tansu, otel):
     topic = unique()
     p = producer(tansu)

@@ -43,7 +43,14 @@ from ..core.calls import Call
 from ..core.errors import KafkaFailure, report, warn_once
 from ..core.propagation import MESSAGE_KEY, ORIGIN_KEY, forwarded
 from ..core.sdkaccess import BAGGAGE_KEY, SPAN_KEY
-from ..core.telemetry import SEND_OWNERS, Telemetry, end_span, fail_span, send_owned_elsewhere
+from ..core.telemetry import (
+    SEND_OWNERS,
+    Telemetry,
+    end_span,
+    fail_span,
+    mark_error,
+    send_owned_elsewhere,
+)
 from . import loss, process
 
 _PRODUCER = SpanKind.PRODUCER
@@ -401,17 +408,7 @@ def _record_ack(span: Any, err: Any, msg: Any, info: TopicReport) -> None:
         )  # fmt: skip
         span.set_attributes(attrs)
     else:
-        etype = sc.error_type(err)
-        span.set_attribute(sc.ERROR_TYPE, etype)
-        span.set_status(trace.Status(trace.StatusCode.ERROR, _describe(err, etype)))
-
-
-def _describe(err: Any, etype: str) -> str:
-    try:
-        text = err.str()
-        return text if isinstance(text, str) else etype
-    except Exception:
-        return etype
+        mark_error(span, err)
 
 
 def _record_metrics(
