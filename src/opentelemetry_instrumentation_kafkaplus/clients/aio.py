@@ -228,6 +228,7 @@ async def _produce(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         return await _batched(tel, state, wrapped, args, kwargs, warn=False)
     fields = info = None
     try:
+        producer.learn_cluster(route.client, state)  # before the span, which then carries it
         fields = _fields(args, kwargs)
         if fields is not None:
             info = state.topic(fields["topic"], tel)
@@ -238,9 +239,7 @@ async def _produce(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     loop = asyncio.get_running_loop()
     # The topic's buffered messages first: a partition keeps the produce() order.
     await instance._flush_buffer(fields["topic"])
-    future = _routed(tel, info, route, loop, fields)
-    producer.learn_cluster(route.client, state)
-    return future
+    return _routed(tel, info, route, loop, fields)
 
 
 def _refused(kwargs: dict[str, Any]) -> bool:

@@ -58,6 +58,8 @@ def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: di
     user_cb = pop_callback(named)
     if user_cb is not None and not callable(user_cb):
         return orig(client, *args, **kwargs)
+    if tracing:
+        learn_cluster(client, state)  # before the span starts, so that it carries a found id
     topic = named["topic"]
     info = state.topics.get(topic) if state.tel is tel else None
     if info is None:
@@ -65,10 +67,7 @@ def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: di
     if info.excluded:
         return _untraced(client, state, args, kwargs, orig)
     call = Call(named, args, kwargs, user_cb, ctx)
-    result = send.send(tel, state, info, call, client, orig, tracing, metering)
-    if tracing:
-        learn_cluster(client, state)
-    return result
+    return send.send(tel, state, info, call, client, orig, tracing, metering)
 
 
 def learn_cluster(client: Any, state: ProducerState) -> None:
