@@ -35,10 +35,15 @@ SCRIPT = textwrap.dedent(
 
 def _run(bootstrap: str, topic: str, **env: str) -> subprocess.CompletedProcess[str]:
     exe = os.path.join(os.path.dirname(sys.executable), "opentelemetry-instrument")
+    # opentelemetry-instrumentation-logging, when installed, puts the SDK's handler on the
+    # root logger, and warnings then go to the logs pipeline (off here) instead of stderr.
+    disabled = ",".join(filter(None, [env.pop("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", ""),
+                                      "logging"]))  # fmt: skip
     return subprocess.run(
         [exe, sys.executable, "-c", SCRIPT, bootstrap, topic],
         env={**os.environ, "OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "none",
-             "OTEL_LOGS_EXPORTER": "none", "OTEL_SERVICE_NAME": "coexist", **env},
+             "OTEL_LOGS_EXPORTER": "none", "OTEL_SERVICE_NAME": "coexist", **env,
+             "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": disabled},
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 

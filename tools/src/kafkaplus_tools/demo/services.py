@@ -52,10 +52,36 @@ def _producer(name: str) -> Producer:
     })  # fmt: skip
 
 
+class _LagSeen:
+    """Whether librdkafka's statistics have reported a consumer lag (the drain waits for one).
+
+    Passed as the app's own ``stats_cb``: kafkaplus's statistics bridge calls it
+    after reading the same report.
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.reports = 0  # none: statistics are off, nothing to wait for
+
+    def __call__(self, stats_json: str) -> None:
+        self.reports += 1
+        try:
+            topics = json.loads(stats_json).get("topics", {})
+        except ValueError:
+            return
+        for topic in topics.values():
+            for part, fields in topic.get("partitions", {}).items():
+                if part != "-1" and fields.get("consumer_lag", -1) >= 0:
+                    self.seen = True
+
+
+LAG_SEEN = _LagSeen()
+
+
 def _consumer(group: str, topic: str) -> Consumer:
     c = Consumer({
         "bootstrap.servers": BOOTSTRAP, "group.id": group, "client.id": group,
-        "fetch.wait.max.ms": 50, **GROUP,
+        "fetch.wait.max.ms": 50, "stats_cb": LAG_SEEN, **GROUP,
     })  # fmt: skip
     # Tell the demo when the group has assigned us partitions, so the ingest
     # starts into a pipeline that is ready.
@@ -84,9 +110,17 @@ def _messages(c: Consumer) -> Iterator[Message]:
 
 
 def _drain(c: Consumer) -> None:
-    """Poll on for CONSUMER_DRAIN_S: statistics are served from poll()."""
-    until = time.monotonic() + CONSUMER_DRAIN_S
-    while time.monotonic() < until:
+    """Poll on for CONSUMER_DRAIN_S, and on until a report with a lag (statistics are
+    served from poll()), for at most four times as long: on a loaded machine the
+    first report after the commit can take longer."""
+    start = time.monotonic()
+    until, latest = start + CONSUMER_DRAIN_S, start + 4 * CONSUMER_DRAIN_S
+    wait_for_lag = LAG_SEEN.reports > 0
+    LAG_SEEN.seen = False  # a report after the commit
+    while True:
+        now = time.monotonic()
+        if now >= latest or (now >= until and (LAG_SEEN.seen or not wait_for_lag)):
+            return
         c.poll(0.1)
 
 
