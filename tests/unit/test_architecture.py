@@ -45,15 +45,19 @@ def _imports(module: str, path: Path) -> list[tuple[str, bool]]:
         if isinstance(node, ast.Import):
             out += [(alias.name, id(node) in top_level) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = _absolute(package, node)
             names = [f"{target}.{a.name}" for a in node.names]
             candidates = [n for n in names if n in MODULES] or [target]
             out += [(c, id(node) in top_level) for c in candidates]
     return out
+
+
+def _absolute(package: str, node: ast.ImportFrom) -> str:
+    """The module a ``from ... import`` names, relative forms resolved against ``package``."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
 
 
 def _ours(imported: str) -> str | None:
@@ -129,11 +133,7 @@ def test_no_module_reads_another_modules_private_names(module):
     module_names = set()  # local names bound to modules of the package
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = _absolute(package, node)
             if _ours(target) is None:
                 continue
             for alias in node.names:
