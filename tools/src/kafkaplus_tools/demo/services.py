@@ -43,6 +43,8 @@ GROUP = {
 # Keep polling this long after the last message, so that the statistics (consumer
 # lag) of the run are served before the process exits.
 CONSUMER_DRAIN_S = float(os.environ.get("DEMO_CONSUMER_DRAIN_MS", "0")) / 1000
+# The metric reader's period, plus a margin: a report is exported within it.
+EXPORT_INTERVAL_S = float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "60000")) / 1000 + 0.3
 
 
 def _producer(name: str) -> Producer:
@@ -60,7 +62,7 @@ class _LagSeen:
     """
 
     def __init__(self) -> None:
-        self.seen = False
+        self.seen: float | None = None  # when a report with a lag arrived (monotonic)
         self.reports = 0  # none: statistics are off, nothing to wait for
 
     def __call__(self, stats_json: str) -> None:
@@ -71,8 +73,8 @@ class _LagSeen:
             return
         for topic in topics.values():
             for part, fields in topic.get("partitions", {}).items():
-                if part != "-1" and fields.get("consumer_lag", -1) >= 0:
-                    self.seen = True
+                if part != "-1" and fields.get("consumer_lag", -1) >= 0 and self.seen is None:
+                    self.seen = time.monotonic()
 
 
 LAG_SEEN = _LagSeen()
@@ -110,16 +112,22 @@ def _messages(c: Consumer) -> Iterator[Message]:
 
 
 def _drain(c: Consumer) -> None:
-    """Poll on for CONSUMER_DRAIN_S, and on until a report with a lag (statistics are
-    served from poll()), for at most four times as long: on a loaded machine the
-    first report after the commit can take longer."""
+    """Poll on for CONSUMER_DRAIN_S, and until the metric reader has exported a report
+    with a lag, for at most four times as long.
+
+    Statistics are served from poll(), and close() drops the client's series, so
+    a lag reported just before close() would never be exported. On a loaded
+    machine the first report after the commit can take longer than the drain.
+    """
     start = time.monotonic()
     until, latest = start + CONSUMER_DRAIN_S, start + 4 * CONSUMER_DRAIN_S
     wait_for_lag = LAG_SEEN.reports > 0
-    LAG_SEEN.seen = False  # a report after the commit
+    LAG_SEEN.seen = None  # a report after the commit
     while True:
         now = time.monotonic()
-        if now >= latest or (now >= until and (LAG_SEEN.seen or not wait_for_lag)):
+        seen = LAG_SEEN.seen
+        exported = seen is not None and now >= seen + EXPORT_INTERVAL_S
+        if now >= latest or (now >= until and (exported or not wait_for_lag)):
             return
         c.poll(0.1)
 
