@@ -32,8 +32,6 @@ _orig_commit = _CConsumer.commit
 _orig_store_offsets = _CConsumer.store_offsets
 _orig_subscribe = _CConsumer.subscribe
 _cluster_id = getattr(_CConsumer, "cluster_id", None)  # not in every confluent-kafka version
-_KNOWN = float("inf")  # cluster_retry once the cluster id is known, or never will be
-_monotonic = time.monotonic
 _get_current = sdkaccess.get_current
 _providers_unset = sdkaccess.global_providers_unset
 _time_ns = time.time_ns
@@ -95,8 +93,7 @@ def received_batch(client: Any, tel: Any, state: ConsumerState, msgs: Any, start
 
 def learn_cluster(client: Any, state: ConsumerState) -> None:
     """Look for the cluster id when it is unknown and the last look is a second old."""
-    if state.cluster_retry != _KNOWN and _monotonic() >= state.cluster_retry:
-        learn_cluster_id(client, state, _cluster_id)
+    learn_cluster_id(client, state, _cluster_id)
 
 
 def consume(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],

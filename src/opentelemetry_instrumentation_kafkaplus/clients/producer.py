@@ -9,7 +9,6 @@ settle), or calls ``orig`` untouched when nothing is to be recorded.
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any
 
 from confluent_kafka import cimpl
@@ -30,8 +29,6 @@ _orig_produce_batch: Any = getattr(_CProducer, "produce_batch", None)
 has_produce_batch = _orig_produce_batch is not None
 _cluster_id = getattr(_CProducer, "cluster_id", None)  # not in every confluent-kafka version
 _orig_close: Any = getattr(_CProducer, "close", None)  # 2.6 has none
-_KNOWN = float("inf")  # cluster_retry once the cluster id is known, or never will be
-_monotonic = time.monotonic
 _get_current = sdkaccess.get_current
 _providers_unset = sdkaccess.global_providers_unset
 
@@ -72,8 +69,7 @@ def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: di
 
 def learn_cluster(client: Any, state: ProducerState) -> None:
     """Look for the cluster id when it is unknown and the last look is a second old."""
-    if state.cluster_retry != _KNOWN and _monotonic() >= state.cluster_retry:
-        learn_cluster_id(client, state, _cluster_id)
+    learn_cluster_id(client, state, _cluster_id)
 
 
 def _untraced(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: dict[str, Any],

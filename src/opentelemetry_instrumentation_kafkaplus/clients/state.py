@@ -118,6 +118,8 @@ def document(traced: type, original: type) -> None:
 
 #: How often a client looks again for its cluster id while librdkafka has none.
 CLUSTER_ID_RETRY_S = 1.0
+_KNOWN = float("inf")  # cluster_retry once the cluster id is known, or never will be
+_monotonic = time.monotonic
 
 
 def learn_cluster_id(client: Any, state: Any, cluster_id: Any) -> None:
@@ -126,12 +128,17 @@ def learn_cluster_id(client: Any, state: Any, cluster_id: Any) -> None:
     ``cluster_id(client, 0)`` reads librdkafka's cached metadata and never sends
     a request (a metadata call from inside an instrumentation is what others
     found can deadlock librdkafka); it raises while nothing is known yet, which
-    costs enough that it is tried at most once a second per client.
+    costs enough that it is tried at most once a second per client. Once the id
+    is known (or never will be) ``cluster_retry`` is infinite and this returns
+    after one comparison.
     """
-    if cluster_id is None:  # this confluent-kafka cannot tell
-        state.cluster_retry = float("inf")
+    retry = state.cluster_retry
+    if retry == _KNOWN or _monotonic() < retry:
         return
-    state.cluster_retry = time.monotonic() + CLUSTER_ID_RETRY_S
+    if cluster_id is None:  # this confluent-kafka cannot tell
+        state.cluster_retry = _KNOWN
+        return
+    state.cluster_retry = _monotonic() + CLUSTER_ID_RETRY_S
     try:
         found = cluster_id(client, 0)
     except Exception:  # not known yet (KafkaException _TIMED_OUT), or a double
@@ -139,7 +146,7 @@ def learn_cluster_id(client: Any, state: Any, cluster_id: Any) -> None:
     if isinstance(found, str) and found:
         state.base_attrs[MESSAGING_KAFKA_CLUSTER_ID] = found
         state.topics = {}  # templates rebuilt with it
-        state.cluster_retry = float("inf")
+        state.cluster_retry = _KNOWN
 
 
 def traced_method(fn: Any, orig: Any) -> Any:
