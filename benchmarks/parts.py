@@ -58,7 +58,7 @@ def _messages() -> tuple[Any, dict[str, Any]]:
         if m is not None and m.error() is None:
             consumed["sampled" if m.offset() == 1 else "unsampled"] = m
     c.close()
-    return delivered[0], {"p": p, **consumed}
+    return delivered[0], {"p": p, "bootstrap": f"{broker.host}:{broker.port}", **consumed}
 
 
 def _provider(ratio: float) -> Any:
@@ -99,12 +99,17 @@ def _cases(ratio: float, delivered: Any, msgs: dict[str, Any]) -> dict[str, Call
     inst.instrument(tracer_provider=tp)
     import confluent_kafka
 
-    client = confluent_kafka.Producer({"bootstrap.servers": "127.0.0.1:1", "client.id": "parts",
+    # Clients of the mock cluster, as in a service: they know its id (looked
+    # up once) before the measurements.
+    bootstrap = msgs["bootstrap"]
+    client = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "client.id": "parts",
                                        "log_level": 0})  # fmt: skip
     state = client._kafkaplus
-    cons = confluent_kafka.Consumer({"bootstrap.servers": "127.0.0.1:1", "group.id": "parts",
+    cons = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "parts",
                                      "client.id": "parts", "log_level": 0})  # fmt: skip
     cstate = cons._kafkaplus
+    client.list_topics(timeout=10)
+    cons.list_topics(timeout=10)
     consumed = msgs["sampled" if ratio >= 1 else "unsampled"]
     tracer = tp.get_tracer("parts")
     state.topic(TOPIC, ACTIVE.telemetry)  # templates built once, as in a real run

@@ -126,7 +126,9 @@ def _produce(state: ProducerState, reports: list[Any], *args: Any, **kwargs: Any
     """send.send() with a stand-in for librdkafka that serves the report at once."""
     calls: list[dict[str, Any]] = []
 
-    def librdkafka(client: Any, **call: Any) -> None:
+    def librdkafka(client: Any, *pos: Any, **kw: Any) -> None:
+        call = bind(PRODUCE, pos, kw)  # what the C method makes of its arguments
+        assert call is not None
         calls.append(call)
         delivered = Message(topic=call["topic"], partition=2, offset=41, value=call.get("value"),
                             key=call.get("key"), latency=0.004)  # fmt: skip
@@ -160,6 +162,36 @@ def test_send_injects_context_and_ends_at_the_report(otel: Any) -> None:
     assert span.attributes["messaging.destination.partition.id"] == "2"
     assert span.end_time - span.start_time == 4_000_000  # start + latency()
     assert state.ledger.topics["out"].count() == 0  # reported: nothing in flight
+
+
+def test_librdkafka_gets_the_apps_positional_arguments_as_given(otel: Any) -> None:
+    # confluent-kafka parses keywords one name at a time: the app's positional
+    # topic, value and key stay positional; only what kafkaplus adds is by name.
+    state = ProducerState(CONF)
+    tel = ACTIVE.telemetry
+    seen: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def librdkafka(client: Any, *pos: Any, **kw: Any) -> None:
+        seen.append((pos, kw))
+
+    def app_cb(err: Any, msg: Any) -> None:
+        pass
+
+    for args, kwargs in (
+        (("out", b"v", b"k"), {"callback": app_cb, "on_delivery": None}),
+        (("out", b"v", b"k", 0, app_cb), {}),  # a positional callback: all by name
+    ):
+        named = bind(PRODUCE, args, dict(kwargs))
+        assert named is not None
+        user_cb = pop_callback(named)
+        call = Call(named, args, dict(kwargs), user_cb, otel_context.get_current())
+        send.send(tel, state, state.topic("out", tel), call, None, librdkafka, True, True)
+    (pos, kw), (pos5, kw5) = seen
+    assert pos == ("out", b"v", b"k") and sorted(kw) == ["headers", "on_delivery"]
+    assert isinstance(kw["on_delivery"], send.Delivery) and kw["on_delivery"].user_cb is app_cb
+    assert pos5 == () and sorted(kw5) == ["headers", "key", "on_delivery", "partition", "topic",
+                                          "value"]  # fmt: skip
+    assert kw5["on_delivery"].user_cb is app_cb
 
 
 def test_forwarded_headers_are_continued_not_destroyed(otel: Any) -> None:

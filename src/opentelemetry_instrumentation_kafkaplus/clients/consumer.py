@@ -22,7 +22,14 @@ from ..core.telemetry import ACTIVE, suppressed
 from ..operations import process, settle
 from ..operations.process import ConsumerState
 from . import config
-from .state import AppCallback, TracedClass, document, learn_cluster_id, traced_method
+from .state import (
+    CLUSTER_KNOWN,
+    AppCallback,
+    TracedClass,
+    document,
+    learn_cluster_id,
+    traced_method,
+)
 
 _CConsumer = cimpl.Consumer
 _orig_poll = _CConsumer.poll
@@ -40,26 +47,29 @@ _time_ns = time.time_ns
 def poll(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
          orig: Any = _orig_poll) -> Any:  # fmt: skip
     """Traced ``Consumer.poll``: the same arguments, results and errors."""
-    return _poll(client, state, args, kwargs, orig, True)[0]
+    process.end_open(state)
+    tel = state.telemetry or ACTIVE.telemetry
+    if tel is None or state.aio:
+        return orig(client, *args, **kwargs)
+    start = _time_ns() if tel.options.receive_spans else 0
+    msg = orig(client, *args, **kwargs)
+    if msg is not None:
+        received(client, tel, state, msg, start)
+    return msg
 
 
 def poll_detached(client: Any, state: ConsumerState, args: tuple[Any, ...],
                   kwargs: dict[str, Any]) -> tuple[Any, Any]:  # fmt: skip
     """``poll`` on behalf of code elsewhere: (message, its record), nothing made current here."""
-    return _poll(client, state, args, kwargs, _orig_poll, False)
-
-
-def _poll(client: Any, state: ConsumerState, args: tuple[Any, ...], kwargs: dict[str, Any],
-          orig: Any, attach: bool) -> tuple[Any, Any]:  # fmt: skip
     process.end_open(state)
     tel = state.telemetry or ACTIVE.telemetry
     if tel is None or state.aio:
-        return orig(client, *args, **kwargs), None
+        return _orig_poll(client, *args, **kwargs), None
     start = _time_ns() if tel.options.receive_spans else 0
-    msg = orig(client, *args, **kwargs)
+    msg = _orig_poll(client, *args, **kwargs)
     if msg is None:
         return msg, None
-    return msg, received(client, tel, state, msg, start, attach)
+    return msg, received(client, tel, state, msg, start, False)
 
 
 def received(client: Any, tel: Any, state: ConsumerState, msg: Any, start: int,
@@ -71,7 +81,8 @@ def received(client: Any, tel: Any, state: ConsumerState, msg: Any, start: int,
     """
     try:
         if msg.error() is None:
-            learn_cluster(client, state)
+            if state.cluster_retry != CLUSTER_KNOWN:
+                learn_cluster(client, state)
             return process.process_one(tel, state, msg, attach=attach, received_at=start)
         process.error_event(tel, state, msg)
     except Exception as exc:

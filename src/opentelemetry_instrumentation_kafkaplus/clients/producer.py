@@ -20,7 +20,7 @@ from ..core.telemetry import ACTIVE, suppressed
 from ..operations import send, settle, transaction
 from ..operations.send import ProducerState
 from . import config
-from .state import TracedClass, document, learn_cluster_id, traced_method
+from .state import CLUSTER_KNOWN, TracedClass, document, learn_cluster_id, traced_method
 
 _CProducer = cimpl.Producer
 _orig_produce = _CProducer.produce
@@ -50,20 +50,20 @@ def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: di
         if current is None or not current.get_span_context().is_valid:
             return orig(client, *args, **kwargs)
     named = bind(PRODUCE, args, kwargs)
-    if named is None or type(named.get("topic")) is not str:
+    topic = named.get("topic") if named is not None else None
+    if type(topic) is not str:
         return orig(client, *args, **kwargs)  # confluent-kafka raises its own error
-    user_cb = pop_callback(named)
+    user_cb = pop_callback(named)  # type: ignore[arg-type]
     if user_cb is not None and not callable(user_cb):
         return orig(client, *args, **kwargs)
-    if tracing:
+    if tracing and state.cluster_retry != CLUSTER_KNOWN:
         learn_cluster(client, state)  # before the span starts, so that it carries a found id
-    topic = named["topic"]
     info = state.topics.get(topic) if state.tel is tel else None
     if info is None:
         info = state.topic(topic, tel)
     if info.excluded:
         return _untraced(client, state, args, kwargs, orig)
-    call = Call(named, args, kwargs, user_cb, ctx)
+    call = Call(named, args, kwargs, user_cb, ctx)  # type: ignore[arg-type]
     return send.send(tel, state, info, call, client, orig, tracing, metering)
 
 

@@ -118,7 +118,9 @@ def document(traced: type, original: type) -> None:
 
 #: How often a client looks again for its cluster id while librdkafka has none.
 CLUSTER_ID_RETRY_S = 1.0
-_KNOWN = float("inf")  # cluster_retry once the cluster id is known, or never will be
+#: ``cluster_retry`` once the cluster id is known, or never will be: callers on a
+#: hot path compare with it before calling ``learn_cluster_id``.
+CLUSTER_KNOWN = float("inf")
 _monotonic = time.monotonic
 
 
@@ -133,10 +135,10 @@ def learn_cluster_id(client: Any, state: Any, cluster_id: Any) -> None:
     after one comparison.
     """
     retry = state.cluster_retry
-    if retry == _KNOWN or _monotonic() < retry:
+    if retry == CLUSTER_KNOWN or _monotonic() < retry:
         return
     if cluster_id is None:  # this confluent-kafka cannot tell
-        state.cluster_retry = _KNOWN
+        state.cluster_retry = CLUSTER_KNOWN
         return
     state.cluster_retry = _monotonic() + CLUSTER_ID_RETRY_S
     try:
@@ -146,7 +148,7 @@ def learn_cluster_id(client: Any, state: Any, cluster_id: Any) -> None:
     if isinstance(found, str) and found:
         state.base_attrs[MESSAGING_KAFKA_CLUSTER_ID] = found
         state.topics = {}  # templates rebuilt with it
-        state.cluster_retry = _KNOWN
+        state.cluster_retry = CLUSTER_KNOWN
 
 
 def traced_method(fn: Any, orig: Any) -> Any:

@@ -35,6 +35,8 @@ from .sdkaccess import BAGGAGE_KEY as _BAGGAGE_KEY
 from .sdkaccess import SPAN_KEY as _SPAN_KEY
 from .sdkaccess import composite_members
 
+_get_global_textmap = propagate.get_global_textmap
+
 #: Header that carries the time (ms since the epoch) the FIRST producer of a
 #: multi-hop pipeline created the message, so the last hop can report the age
 #: since origin even when traces are not sampled. Written from the second hop
@@ -157,7 +159,9 @@ class Injector:
         The common case (default propagator, no headers of the caller's, no
         baggage, no origin to carry on) builds the one-element list directly.
         """
-        prop = self._current()
+        prop = _get_global_textmap()  # _current(), inlined: this runs per message
+        if prop is not self._prop:
+            self._refresh(prop)
         if (
             self._fast
             and headers is None
@@ -165,7 +169,13 @@ class Injector:
             and not ctx.get(_BAGGAGE_KEY)
             and not ctx.get(ORIGIN_KEY)
         ):
-            return [("traceparent", _traceparent_header(span_context))]
+            return [
+                (
+                    "traceparent",
+                    "00-%032x-%016x-%02x"  # noqa: UP031 (_traceparent_header, inlined)
+                    % (span_context.trace_id, span_context.span_id, span_context.trace_flags),
+                )
+            ]
         return self.merge(headers, self._headers(prop, ctx, span_context, span))
 
     def _current(self) -> TextMapPropagator:

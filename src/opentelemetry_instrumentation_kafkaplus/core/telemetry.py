@@ -53,7 +53,8 @@ class Telemetry:
         self._drops: bool | None = None
         self._metering: bool | None = None
         #: Tracer and meter both come from the global providers: while neither
-        #: is set, nothing can record (the clients' cheapest check).
+        #: is set, nothing can record (the clients' cheapest check). False once
+        #: either resolves: a global provider, once set, stays.
         self.global_providers = self._proxy_tracer and self._proxy_meter
         #: Known for good that nothing records: no-op tracer and no metrics (for
         #: example providers that hand out no-ops, as with OTEL_SDK_DISABLED=true).
@@ -82,6 +83,7 @@ class Telemetry:
         elif isinstance(tracer, NoOpTracer):
             return self._no_tracing()
         self._tracing = True
+        self.global_providers = False  # a provider is set, for good: stop asking
         return True
 
     def _no_tracing(self) -> bool:
@@ -110,6 +112,7 @@ class Telemetry:
             if isinstance(real, NoOpMeter):  # the provider set hands out no-ops: for good
                 return self._no_metering()
         self._metering = True
+        self.global_providers = False  # a provider is set, for good: stop asking
         return True
 
     def _no_metering(self) -> bool:

@@ -176,7 +176,11 @@ def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, clie
                 named["headers"] = tel.injector.inject(headers, out_ctx, span_ctx, span)
             except Exception as exc:  # a broken propagator: the message goes without
                 report("trace context injection", exc)
-        callback = delivery_for(state, info, call.callback, span if recording else None, metering)
+        if recording or metering or state.only_error:
+            callback = delivery_for(state, info, call.callback, span if recording else None,
+                                    metering)  # fmt: skip
+        else:  # nothing to record at the report: the app's callback, untouched
+            callback = call.callback
     except Exception as exc:
         report("producer instrumentation", exc)
         abandon(span)
@@ -184,12 +188,37 @@ def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, clie
     if callback is not None:
         named["on_delivery"] = callback
     try:
-        result = orig(client, **named)
+        result = _produce(client, orig, call, callback)
     except BaseException as exc:
         refused(info, callback, span, exc)
         raise
-    handed_over(span, callback)
+    # handed_over(), inlined: an unsampled span has nothing to end.
+    if span is not None and type(span) is not NonRecordingSpan and not holds(callback, span):
+        end_span(span)
     return result
+
+
+def _produce(client: Any, orig: Any, call: Call, callback: Any) -> Any:
+    """Call librdkafka's ``produce()`` with the message's headers and delivery callback.
+
+    The app's positional arguments (topic, value, key, partition: never changed
+    here) are passed positionally as the app passed them: confluent-kafka parses
+    keyword arguments one name at a time, so a call made all of keywords costs
+    more in C than the one the app made.
+    """
+    args = call.args
+    if len(args) > 4:  # a positional callback, timestamp or headers: all by name
+        return orig(client, **call.named)
+    out = call.kwargs  # the traced method's own dict, never the app's: reused
+    out.pop("callback", None)
+    if callback is not None:
+        out["on_delivery"] = callback
+    else:
+        out.pop("on_delivery", None)
+    headers = call.named.get("headers")
+    if headers is not None:
+        out["headers"] = headers
+    return orig(client, *args, **out)
 
 
 def _forwarded(
