@@ -476,3 +476,41 @@ def test_aio_producer_spans_carry_the_cluster_id_once_known(mock_cluster: str, o
     spans = sorted(otel.spans(f"send {topic}"), key=lambda s: s.attributes["messaging.kafka.offset"])
     assert len(spans) == 2
     assert spans[1].attributes.get("messaging.kafka.cluster.id") == cluster
+
+
+@pytest.mark.parametrize("path", ["routed", "batched"])
+def test_every_argument_form_gives_the_same_span(mock_cluster: str, otel: Any,
+                                                 monkeypatch: pytest.MonkeyPatch, path: str) -> None:  # fmt: skip
+    """Positional, keyword and mixed arguments (and ignored extra positionals) bind alike.
+
+    AIOProducer.produce(topic, value=None, key=None, *args, **kwargs): both of
+    kafkaplus's paths read the message from the same binding.
+    """
+    if path == "batched":
+        monkeypatch.setattr(aio.AIOProducer, "_flush_buffer", None, raising=True)
+    topic = unique()
+    forms: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((topic, b"v0", b"k0"), {"partition": 0}),
+        ((), {"topic": topic, "value": b"v1", "key": b"k1", "partition": 0}),
+        ((topic,), {"key": b"k2", "value": b"v2", "partition": 0}),
+        ((topic, b"v3", b"k3", "ignored"), {"partition": 0}),
+    ]
+
+    async def main() -> list[Any]:
+        p = aio.AIOProducer(producer_conf(mock_cluster), buffer_timeout=0.05)
+        futures = [await p.produce(*args, **kwargs) for args, kwargs in forms]
+        while not all(f.done() for f in futures):
+            await p.poll(0.1)
+        await p.close()
+        return [f.result() for f in futures]
+
+    delivered = run(main())
+    assert [m.key() for m in delivered] == [b"k0", b"k1", b"k2", b"k3"]
+    spans = otel.spans(f"send {topic}")
+    assert sorted(s.attributes["messaging.kafka.message.key"] for s in spans) == [
+        "k0", "k1", "k2", "k3",
+    ]  # fmt: skip
+    for span in spans:
+        assert span.attributes["messaging.destination.name"] == topic
+        assert span.attributes["messaging.destination.partition.id"] == "0"
+        assert span.status.status_code is StatusCode.UNSET

@@ -149,3 +149,49 @@ def test_no_module_reads_another_modules_private_names(module):
             and node.attr.startswith("_")
         ):
             raise AssertionError(f"{module} reads {node.value.id}.{node.attr}")
+
+
+#: Calls that start or end a span. Outside operations/ only core/telemetry.py
+#: may make them: it defines the ending helpers themselves.
+SPAN_LIFE = {"start_span", "start_as_current_span", "end", "end_span", "fail_span", "mark_error"}
+
+
+def _operation_modules(module: str, tree: ast.Module) -> set[str]:
+    """Local names bound to modules of operations/ (``from ..operations import send``)."""
+    package = module.rsplit(".", 1)[0]
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            target = _absolute(package, node)
+            for alias in node.names:
+                if _wing(f"{target}.{alias.name}") == RANK["operations"] and (
+                    f"{target}.{alias.name}" in MODULES
+                ):
+                    names.add(alias.asname or alias.name)
+    return names
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _wing(m) != RANK["operations"]))
+def test_only_operations_start_or_end_spans(module):
+    """A reader finds every span's start and end in operations/: nothing else starts or ends one.
+
+    Other wings may call an operation's own public function (``send.start_span``).
+    """
+    tree = ast.parse(MODULES[module].read_text())
+    operations = _operation_modules(module, tree)
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute):
+            name = func.attr
+            if isinstance(func.value, ast.Name) and func.value.id in operations:
+                continue  # an operation's public function
+        elif isinstance(func, ast.Name):
+            name = func.id
+        else:
+            continue
+        if name in SPAN_LIFE:
+            assert module == f"{PACKAGE}.core.telemetry", (
+                f"{module} calls {name}() at line {node.lineno}: spans start and end in operations/"
+            )

@@ -63,7 +63,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, cimpl
 
 from ..core import sdkaccess
-from ..core.calls import AIO_PRODUCE
+from ..core.calls import AIO_PRODUCE, bind
 from ..core.errors import report, warn_once
 from ..core.telemetry import ACTIVE, Telemetry, suppressed
 from ..operations import process, send
@@ -197,22 +197,20 @@ class _Report:
 
 
 def _fields(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
-    """What AIOProducer.produce() sends of its arguments; None when it would raise itself.
+    """What AIOProducer.produce() reads of its arguments, by name; None when it would raise itself.
 
-    It reads topic, value and key (further positional arguments are ignored),
-    and of the other keywords only partition (``_refused`` covers the rest).
+    Both of its paths (routed and batched) read the message from here. It
+    takes topic, value and key (further positional arguments are ignored),
+    and of the other keywords partition and headers (``_refused`` says which
+    it rejects).
     """
-    fields = dict(zip(AIO_PRODUCE, args, strict=False))
-    for name in AIO_PRODUCE:
+    named = bind(AIO_PRODUCE, args[:3], {k: kwargs[k] for k in AIO_PRODUCE if k in kwargs})
+    if named is None or type(named.get("topic")) is not str:
+        return None  # a name given twice (Python's own TypeError), or no topic
+    for name in ("partition", "headers"):
         if name in kwargs:
-            if name in fields:
-                return None  # given twice: Python's own TypeError
-            fields[name] = kwargs[name]
-    if type(fields.get("topic")) is not str:
-        return None
-    if "partition" in kwargs:
-        fields["partition"] = kwargs["partition"]
-    return fields
+            named[name] = kwargs[name]
+    return named
 
 
 async def _produce(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -306,11 +304,9 @@ async def _batched(tel: Telemetry, state: ProducerState, wrapped: Any, args: Any
     """
     span = on_done = info = None
     try:
-        fields = dict(zip(AIO_PRODUCE, args, strict=False))
-        fields.update(kwargs)
-        topic = fields.get("topic")
-        if type(topic) is str:
-            info = state.topic(topic, tel)
+        fields = _fields(args, kwargs)
+        if fields is not None:
+            info = state.topic(fields["topic"], tel)
             if not info.excluded:
                 span = send.start_span(tel, info, fields, None)
                 on_done = send.deliver_later(tel, info, span)
