@@ -1461,7 +1461,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true",
                     help="tiny counts, one repeat, fewer cases: keeps the benchmark working in CI")
     ap.add_argument("--profile", metavar="CASE",
-                    help="profile this SDK-only case's produce and consume phases (one run, first broker)")
+                    help="profile this SDK-only case's produce and consume phases (one run, first "
+                         "broker); distro:CASE profiles a distro case under the launcher")
     ap.add_argument("--profiler", choices=("cprofile", "pyinstrument"), default="cprofile")
     ap.add_argument("--profile-out", default=str(HERE / "results" / "profiles"))
     ap.add_argument("--no-venv", action="store_true",
@@ -1518,7 +1519,12 @@ def main() -> int:
     for c in distro_cases:
         if c not in DISTRO_CASES:
             ap.error(f"unknown distro case {c!r}; known: {', '.join(DISTRO_CASES)}")
-    for c in sdk_cases + ([args.profile] if args.profile else []):
+    if args.profile and args.profile.startswith("distro:"):
+        if args.profile[7:] not in DISTRO_CASES:
+            ap.error(f"unknown distro case {args.profile[7:]!r}; known: {', '.join(DISTRO_CASES)}")
+    elif args.profile:
+        sdk_cases = [*sdk_cases, args.profile]
+    for c in sdk_cases:
         if c not in CASES:
             ap.error(f"unknown case {c!r}; known: {', '.join(CASES)}")
     for s in shapes:
@@ -1561,8 +1567,10 @@ def main() -> int:
 
         if args.profile:
             broker = broker_names[0]
-            r = spawn(spec("throughput", "sdk", broker, args.profile, "profile", n,
-                           profiler=args.profiler, profile_out=args.profile_out), timeout * 3)  # fmt: skip
+            mode, _, case = args.profile.rpartition(":")
+            r = spawn(spec("throughput", mode or "sdk", broker, case, "profile", n,
+                           profiler=args.profiler, profile_out=args.profile_out), timeout * 3,
+                      sink)  # fmt: skip
             print(f"{args.profile} on {broker} under {args.profiler}: produce "
                   f"{r['produce_rate']:,.0f}/s, consume {_fmt_rate(r['consume_rate'])}/s; "
                   f"profiles in {args.profile_out}")  # fmt: skip

@@ -540,3 +540,36 @@ def test_traced_clients_leave_no_reference_cycles(mock_cluster, otel_factory, sa
         gc.set_debug(0)
         gc.garbage.clear()
     assert sorted({type(o).__qualname__ for o in ours}) == []
+
+
+@pytest.mark.parametrize("metrics", ["semconv", "none"])
+def test_unsampled_message_context_current_whatever_the_metrics(mock_cluster, otel_factory,
+                                                                 metrics):  # fmt: skip
+    """A message its producer did not sample: its context is current while it is handled,
+    and a message produced then goes on in its trace (not sampled). With metrics=none
+    nothing waits for the end of its handling; with the default set its duration is recorded."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    otel = otel_factory(sampler=ParentBased(ALWAYS_OFF), metrics=metrics)
+    first, second = unique("a"), unique("b")
+    p = producer(mock_cluster)
+    p.produce(first, b"unsampled", partition=0)
+    assert p.flush(10) == 0
+    c = assigned_consumer(mock_cluster, first)
+    (m,) = poll_messages(c, 1)
+    sent = dict(m.headers())["traceparent"].decode()
+    current = trace.get_current_span().get_span_context()
+    assert f"{current.trace_id:032x}" == sent.split("-")[1] and not current.trace_flags.sampled
+    p.produce(second, b"next", partition=0)
+    assert p.flush(10) == 0
+    c.close()
+    c2 = assigned_consumer(mock_cluster, second)
+    (m2,) = poll_messages(c2, 1)
+    c2.close()
+    carried = dict(m2.headers())["traceparent"].decode()
+    assert carried.split("-")[1] == sent.split("-")[1] and not int(carried[-2:], 16) & 1
+    assert otel.spans() == []
+    durations = otel.metric_points("messaging.process.duration")
+    assert [d.count for d in durations if d.attributes["messaging.destination.name"] == first] == (
+        [1] if metrics == "semconv" else []
+    )

@@ -477,14 +477,19 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool 
     partition = msg.partition()
     offset = msg.offset()
     skipped = state.gaps.observe(info.topic, partition, offset) if offset >= 0 else 0
-    ts = _timestamp(msg)
+    ts_type, ts = msg.timestamp()
+    if ts_type == _TS_NOT_AVAILABLE or ts <= 0:
+        ts = None
     headers = msg.headers()
     if tracing or tel.metrics.ages:
         ext, producer_sc, origin = read_headers(headers)
     else:  # metrics without ages: nothing here reads the headers
         ext = producer_sc = origin = None
-    ages = _ages(now, ts, origin)
-    metric_attrs = _record_consumed(tel, info, partition, skipped, ages) if metering else None
+    metric_attrs = (
+        _record_consumed(tel, info, partition, skipped, now, ts, origin) if metering else None
+    )
+    if not tracing and metric_attrs is None:
+        return None  # counted (loss counters, ages); no span, no duration to wait for
     if received_at:
         _receive(tel, info, ambient, producer_sc, (partition, offset), (received_at, now))
     attrs = None
@@ -508,6 +513,7 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool 
                 return trail
         else:
             parent, links = _parentage(ambient, ext, producer_sc, parent_mode)
+            ages = _ages(now, ts, origin)
             attrs = _span_attributes(tel, info, msg, partition, offset, ages, headers)
     record = Record(tel, state, info.process_name, parent, links, attrs, now, metric_attrs, msg)
     if attrs is not None and producer_sc is not None:
@@ -607,11 +613,21 @@ def _ages(now: int, ts: int | None, origin: int | None) -> tuple[float | None, f
     return age, origin_age
 
 
-def _record_consumed(tel: Telemetry, info: ProcessTopic, partition: int, skipped: int,
-                     ages: tuple[float | None, float | None]) -> dict[str, Any]:  # fmt: skip
+def _record_consumed(
+    tel: Telemetry,
+    info: ProcessTopic,
+    partition: int,
+    skipped: int,
+    now: int,
+    ts: int | None,
+    origin: int | None,
+) -> dict[str, Any] | None:
     """The metrics of one message handed to the app (a receive: ``poll``).
 
-    Returns the attributes its process duration will carry.
+    ``now``, ``ts`` and ``origin``: when it was handed over (ns), its timestamp
+    and its pipeline's origin (ms), for the ages. Returns the attributes its
+    process duration will carry; None when no process duration is recorded
+    (``metrics=none``), so that nothing waits for the end of its handling.
     """
     metrics = tel.metrics
     received = info.receive_metric_attrs
@@ -624,12 +640,12 @@ def _record_consumed(tel: Telemetry, info: ProcessTopic, partition: int, skipped
     if metrics.per_message:
         metrics.consumed.add(1, received)
     if metrics.ages:
-        age, origin_age = ages
+        age, origin_age = _ages(now, ts, origin)
         if age is not None:
             metrics.message_age.record(age, received)
         if origin_age is not None:
             metrics.origin_age.record(origin_age, received)
-    return processed
+    return processed if metrics.per_message else None
 
 
 def _receive(
@@ -764,7 +780,7 @@ def process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start: 
             events.append((loss.GAP_EVENT, event))
         _, producer_sc, origin = read_headers(msg.headers())
         if metering:
-            _record_consumed(tel, info, partition, skipped, _ages(now, _timestamp(msg), origin))
+            _record_consumed(tel, info, partition, skipped, now, _timestamp(msg), origin)
         if tracing and producer_sc is not None:
             link_attrs = sc.link_attributes(
                 topic=None if batch_topic is not None else msg.topic(),
