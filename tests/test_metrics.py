@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -222,3 +223,48 @@ def test_statistics_series_of_a_closed_producer_stop(mock_cluster, otel_factory)
     assert series(), "no statistics from the producer"
     p.close()
     assert series() == []  # without close() traced they stay for stale_after_s (300 s)
+
+
+@pytest.mark.parametrize("metrics", ["semconv", "none"])
+def test_unsampled_messages_reach_their_own_callbacks_and_are_counted(mock_cluster, otel_factory,
+                                                                      metrics):  # fmt: skip
+    """Messages without a span share their topic's report handler per app callback:
+    each message still reaches the callback it was produced with, once, and each
+    delivery (or failure) is counted."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    from kafkaplus_tools.brokers import free_port
+
+    otel = otel_factory(metrics=metrics, sampler=ParentBased(ALWAYS_OFF))
+    topic = unique()
+    got: dict[str, list[Any]] = {"a": [], "b": []}
+
+    def cb_a(err, msg):
+        got["a"].append((err, msg.value()))
+
+    def cb_b(err, msg):
+        got["b"].append((err, msg.value()))
+
+    p = producer(mock_cluster)
+    for i, cb in enumerate([cb_a, cb_a, cb_b, cb_a, cb_b, cb_b]):
+        p.produce(topic, str(i).encode(), partition=0, on_delivery=cb)
+    assert p.flush(10) == 0
+    assert got == {"a": [(None, b"0"), (None, b"1"), (None, b"3")],
+                   "b": [(None, b"2"), (None, b"4"), (None, b"5")]}  # fmt: skip
+    dead = producer(f"127.0.0.1:{free_port()}", **{"message.timeout.ms": 300})
+    failed = []
+
+    def cb_fail(err, msg):
+        failed.append(err)
+
+    for cb in (cb_a, cb_fail, cb_a):
+        dead.produce(topic, b"x", on_delivery=cb)
+    dead.flush(10)
+    assert len(failed) == 1 and len(got["a"]) == 5 and got["a"][-1][0] is not None
+    (lost,) = _by_topic(otel.metric_points("kafkaplus.producer.undelivered.messages"), topic)
+    assert lost.value == 3
+    sent = _by_topic(otel.metric_points("messaging.client.sent.messages"), topic)
+    if metrics == "none":
+        assert sent == []
+    else:
+        assert sorted(s.value for s in sent) == [3, 6]  # delivered; failed (with error.type)

@@ -109,7 +109,7 @@ class ProducerState:
 class SendTopic:
     """Per client and topic: the span name and attribute template, and what reports need."""
 
-    __slots__ = ("attrs", "excluded", "name", "report", "shared")
+    __slots__ = ("attrs", "excluded", "name", "own", "report", "shared")
 
     def __init__(self, state: ProducerState, topic: str, tel: Telemetry) -> None:
         opts = tel.options
@@ -123,6 +123,9 @@ class SendTopic:
         #: The callback of every message that holds no span and has no callback of
         #: its own: no object per message.
         self.shared = Delivery(self.report, None, 0, state.default_cb)
+        #: The same for messages that bring their own callback: the last one made,
+        #: reused while the app passes the same function (what most apps do).
+        self.own = self.shared
 
 
 class TopicReport:
@@ -295,27 +298,35 @@ def delivery_for(
 ) -> Any:
     """The delivery callback to hand librdkafka for one message (None: the client's default).
 
-    A message that holds a span, or brings its own callback while something
-    records, gets its own ``Delivery``; any other message shares the topic's,
-    so nothing is built per message. When nothing is recorded at the report,
+    A message that holds a span gets its own ``Delivery``. Any other message
+    shares one of its topic's: the client's default callback's, or the one of
+    the callback the app passed last, while it passes the same function; so
+    nothing is built per message. When nothing is recorded at the report,
     the app's own callback goes to librdkafka untouched. A message without a
     callback of its own on a client whose default is unknown is left alone:
     that default must not be bypassed.
     """
-    if span is None and not state.only_error and not metering:
-        return user_cb
+    if span is None:
+        if not state.only_error and not metering:
+            return user_cb
+        if user_cb is None:
+            if not state.default_known:
+                return None
+            delivery = info.shared
+        else:
+            delivery = info.own  # read once: another thread may replace it
+            if delivery.user_cb is not user_cb:
+                delivery = info.own = Delivery(info.report, None, 0, user_cb)
+        next(info.report.inflight.produced)
+        return delivery
     if user_cb is None:
         if not state.default_known:
             return None
-        if span is None:
-            next(info.report.inflight.produced)
-            return info.shared
         user_cb = state.default_cb
     report = info.report
-    delivery = Delivery(report, span, _started(span) if span is not None else 0, user_cb)
+    delivery = Delivery(report, span, _started(span), user_cb)
     next(report.inflight.produced)
-    if span is not None:
-        report.ledger.hold(id(delivery), delivery)
+    report.ledger.hold(id(delivery), delivery)
     return delivery
 
 
@@ -401,7 +412,11 @@ class Delivery:
         next(info.inflight.reported)
         if not info.ledger.closed:
             try:
-                latency = msg.latency() if msg is not None else None
+                tel = info.tel
+                per_message = tel.metrics.per_message
+                latency = (
+                    msg.latency() if msg is not None and (span is not None or per_message) else None
+                )
                 if span is not None:
                     info.ledger.spans.pop(id(self), None)
                     if latency is not None:
@@ -409,8 +424,7 @@ class Delivery:
                     _record_ack(span, err, msg, info)
                     if user_cb is not None:
                         token = otel_context.attach(_set_span_in_context(span))
-                tel = info.tel
-                if tel.metering():
+                if (per_message or err is not None) and tel.metering():
                     _record_metrics(tel, info, err, msg, latency)
             except Exception as exc:
                 report("delivery report", exc)
