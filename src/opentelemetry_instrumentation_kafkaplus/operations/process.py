@@ -196,8 +196,8 @@ class Record(Span):
 
     __slots__ = (
         "attrs", "baggage", "begin_ns", "claimed", "ctx", "done", "first", "holds", "metric_attrs",
-        "msg", "origin", "parent_ctx", "polled", "prev", "span", "span_events", "span_links",
-        "span_name", "state", "tel", "window_end",
+        "msg", "origin", "parent_ctx", "polled", "position", "prev", "producer_key", "span",
+        "span_events", "span_links", "span_name", "state", "tel", "window_end",
     )  # fmt: skip
 
     def __init__(self, tel: Telemetry, state: ConsumerState, name: str, parent: Context | None,
@@ -233,6 +233,10 @@ class Record(Span):
         self.baggage: Any = None
         self.origin: int | None = None
         self.window_end = 0
+        #: Its keys in RECENT, when known at its start (the message's position; the
+        #: producer context that created it): its end need not look them up again.
+        self.position: tuple[Any, ...] | None = None
+        self.producer_key: tuple[Any, ...] | None = None
 
     # -- the real span, started when first needed -----------------------------------
 
@@ -348,16 +352,14 @@ def finish(record: Record, end_ns: int, error: BaseException | None = None, *,
 def _forget(record: Record, span: Any) -> None:
     """The record is finished: keep only what a late claim or a forwarded header needs."""
     ended = Trail(span, record.baggage, record.origin, record.state)
-    msg = record.msg
-    if msg is not None:
-        _remember(_position(msg), ended)
-    parent = record.parent_ctx
-    producer: Any = parent.get(SPAN_KEY) if parent is not None else None
-    if producer is not None:
-        producer_sc = producer.get_span_context()
-        key = ("p", producer_sc.trace_id, producer_sc.span_id)
-        if _RECENT.get(key) is record:
-            _RECENT[key] = ended
+    position = record.position
+    if position is None and record.msg is not None:
+        position = _position(record.msg)
+    if position is not None:
+        _remember(position, ended)
+    key = record.producer_key
+    if key is not None and _RECENT.get(key) is record:
+        _RECENT[key] = ended
 
 
 def release(record: Record, end_ns: int, *, poll: bool) -> None:
@@ -516,8 +518,10 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool 
             ages = _ages(now, ts, origin)
             attrs = _span_attributes(tel, info, msg, partition, offset, ages, headers)
     record = Record(tel, state, info.process_name, parent, links, attrs, now, metric_attrs, msg)
+    record.position = ("m", topic, partition, offset)
     if attrs is not None and producer_sc is not None:
-        _remember(("p", producer_sc.trace_id, producer_sc.span_id), record)
+        key = record.producer_key = ("p", producer_sc.trace_id, producer_sc.span_id)
+        _remember(key, record)
     if skipped and attrs is not None:
         event = state.gaps.event_attributes(skipped, offset)
         if tel.options.compat_names:
