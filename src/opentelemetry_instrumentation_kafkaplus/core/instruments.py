@@ -8,6 +8,7 @@ topic, so recording costs a dict lookup and the SDK's own work.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -48,32 +49,74 @@ class Tally:
 
     A synchronous SDK counter costs several microseconds per ``add()`` (it
     validates and hashes the attributes every time); these counts change on
-    every message, so they are kept as plain integers per attribute set and
-    handed to an ObservableCounter (a cumulative, monotonic sum, the same data
-    an exporter sees from a Counter).
+    every message, so they are kept here per attribute set and handed to an
+    ObservableCounter (a cumulative, monotonic sum, the same data an exporter
+    sees from a Counter). The operations pass the same attribute dict for
+    every message of a topic, so a count is found by that dict's identity
+    first; adding one is a C-level ``next()``, atomic without a lock.
     """
 
-    __slots__ = ("_counts", "_lock")
+    __slots__ = ("_by_id", "_counts", "_lock")
 
     def __init__(self, meter: Meter, name: str, unit: str, description: str) -> None:
-        self._counts: dict[tuple[Any, ...], list[Any]] = {}
+        #: attribute items -> the count of that attribute set.
+        self._counts: dict[tuple[Any, ...], _Count] = {}
+        #: id(a dict passed to add()) -> (that dict, kept so the id stays its own; its count).
+        self._by_id: dict[int, tuple[dict[str, Any], _Count]] = {}
         self._lock = threading.Lock()
         meter.create_observable_counter(
             name, callbacks=[self._observe], unit=unit, description=description
         )
 
     def add(self, amount: int, attributes: dict[str, Any]) -> None:
+        known = self._by_id.get(id(attributes))
+        if known is not None and known[0] is attributes:
+            count = known[1]
+        else:
+            count = self._count(attributes)
+        if amount == 1:
+            next(count.ones)
+        else:
+            with self._lock:
+                count.more += amount
+
+    def _count(self, attributes: dict[str, Any]) -> _Count:
         key = tuple(attributes.items())
         with self._lock:
-            entry = self._counts.get(key)
-            if entry is None:
-                self._counts[key] = [dict(attributes), amount]
-            else:
-                entry[1] += amount
+            count = self._counts.get(key)
+            if count is None:
+                count = self._counts[key] = _Count(dict(attributes))
+            if len(self._by_id) < _MAX_BY_ID:  # dicts made per call: only the first few
+                self._by_id[id(attributes)] = (attributes, count)
+        return count
 
     def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
-            return [Observation(count, attrs) for attrs, count in self._counts.values()]
+            return [Observation(c.value(), c.attrs) for c in self._counts.values()]
+
+
+#: Attribute dicts a Tally finds by identity (the templates of the topics in use).
+_MAX_BY_ID = 256
+
+
+class _Count:
+    """One attribute set's count: ones added by ``next()``, anything else under the lock."""
+
+    __slots__ = ("attrs", "more", "ones", "reads")
+
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        self.attrs = attrs
+        self.ones = itertools.count()
+        self.more = 0
+        #: How many times value() took a number from ``ones`` (each read takes one).
+        self.reads = 0
+
+    def value(self) -> int:
+        """The sum so far (called under the Tally's lock)."""
+        taken = next(self.ones)
+        ones = taken - self.reads
+        self.reads += 1
+        return ones + self.more
 
 
 #: The per-message metric sets of the ``metrics`` option.

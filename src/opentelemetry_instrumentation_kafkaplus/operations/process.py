@@ -518,10 +518,11 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool 
             ages = _ages(now, ts, origin)
             attrs = _span_attributes(tel, info, msg, partition, offset, ages, headers)
     record = Record(tel, state, info.process_name, parent, links, attrs, now, metric_attrs, msg)
-    record.position = ("m", topic, partition, offset)
-    if attrs is not None and producer_sc is not None:
-        key = record.producer_key = ("p", producer_sc.trace_id, producer_sc.span_id)
-        _remember(key, record)
+    if attrs is not None:  # a span of its own: remembered once it ends (_forget)
+        record.position = ("m", topic, partition, offset)
+        if producer_sc is not None:
+            key = record.producer_key = ("p", producer_sc.trace_id, producer_sc.span_id)
+            _remember(key, record)
     if skipped and attrs is not None:
         event = state.gaps.event_attributes(skipped, offset)
         if tel.options.compat_names:
