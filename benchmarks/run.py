@@ -1519,11 +1519,11 @@ def main() -> int:
     for c in distro_cases:
         if c not in DISTRO_CASES:
             ap.error(f"unknown distro case {c!r}; known: {', '.join(DISTRO_CASES)}")
-    if args.profile and args.profile.startswith("distro:"):
-        if args.profile[7:] not in DISTRO_CASES:
-            ap.error(f"unknown distro case {args.profile[7:]!r}; known: {', '.join(DISTRO_CASES)}")
-    elif args.profile:
-        sdk_cases = [*sdk_cases, args.profile]
+    # --profile CASE (SDK-only) or distro:CASE
+    profile_mode, _, profile_case = (args.profile or "").rpartition(":")
+    known_cases = {"": CASES, "distro": DISTRO_CASES}.get(profile_mode)
+    if args.profile and (known_cases is None or profile_case not in known_cases):
+        ap.error(f"unknown --profile case {args.profile!r}")
     for c in sdk_cases:
         if c not in CASES:
             ap.error(f"unknown case {c!r}; known: {', '.join(CASES)}")
@@ -1567,8 +1567,7 @@ def main() -> int:
 
         if args.profile:
             broker = broker_names[0]
-            mode, _, case = args.profile.rpartition(":")
-            r = spawn(spec("throughput", mode or "sdk", broker, case, "profile", n,
+            r = spawn(spec("throughput", profile_mode or "sdk", broker, profile_case, "profile", n,
                            profiler=args.profiler, profile_out=args.profile_out), timeout * 3,
                       sink)  # fmt: skip
             print(f"{args.profile} on {broker} under {args.profiler}: produce "

@@ -479,9 +479,7 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool 
     partition = msg.partition()
     offset = msg.offset()
     skipped = state.gaps.observe(info.topic, partition, offset) if offset >= 0 else 0
-    ts_type, ts = msg.timestamp()
-    if ts_type == _TS_NOT_AVAILABLE or ts <= 0:
-        ts = None
+    ts = _timestamp(msg)
     headers = msg.headers()
     if tracing or tel.metrics.ages:
         ext, producer_sc, origin = read_headers(headers)
@@ -636,10 +634,8 @@ def _record_consumed(
     """
     metrics = tel.metrics
     received = info.receive_metric_attrs
-    processed = info.metric_attrs
     if tel.options.metrics_partition:
         received = sc.with_partition(received, partition)
-        processed = sc.with_partition(processed, partition)
     if skipped:
         loss.count_skipped(tel, received, partition, skipped)
     if metrics.per_message:
@@ -650,7 +646,12 @@ def _record_consumed(
             metrics.message_age.record(age, received)
         if origin_age is not None:
             metrics.origin_age.record(origin_age, received)
-    return processed if metrics.per_message else None
+    if not metrics.per_message:
+        return None
+    processed = info.metric_attrs
+    if tel.options.metrics_partition:
+        processed = sc.with_partition(processed, partition)
+    return processed
 
 
 def _receive(
