@@ -154,19 +154,22 @@ def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, clie
     the client already asked.
     """
     named = call.named
+    ctx = call.ctx
+    callback = call.callback
     span = None
     try:
-        ctx = call.ctx
         headers = named.get("headers")
+        out_ctx = ctx
         # Forwarded headers matter when a span is made, or when a current context
         # would otherwise be written over them.
         if headers and ctx.get(MESSAGE_KEY) is None and (tracing or ctx.get(SPAN_KEY)):
             parent, links, out_ctx = _forwarded(tel, ctx, headers)
         else:
-            parent, links, out_ctx = ctx, None, ctx
+            parent = ctx
+            links = None
         if tracing and SEND_OWNERS and send_owned_elsewhere(ctx):
             tracing = False  # another instrumentation's send span: no span, headers as given
-            out_ctx = None  # type: ignore[assignment]
+            out_ctx = None
         if tracing:
             span = start_span(tel, info, named, parent, links)
             span_ctx = span.get_span_context()
@@ -176,22 +179,37 @@ def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, clie
             recording = False
         if span_ctx.is_valid:
             try:
-                named["headers"] = tel.injector.inject(headers, out_ctx, span_ctx, span)
+                headers = named["headers"] = tel.injector.inject(headers, out_ctx, span_ctx, span)
             except Exception as exc:  # a broken propagator: the message goes without
                 report("trace context injection", exc)
         if recording or metering or state.only_error:
-            callback = delivery_for(state, info, call.callback, span if recording else None,
-                                    metering)  # fmt: skip
-        else:  # nothing to record at the report: the app's callback, untouched
-            callback = call.callback
+            callback = delivery_for(state, info, callback, span if recording else None, metering)
     except Exception as exc:
         report("producer instrumentation", exc)
         abandon(span)
         return call.original(client, orig)
-    if callback is not None:
-        named["on_delivery"] = callback
     try:
-        result = _produce(client, orig, call, callback)
+        # librdkafka's produce(), with the message's headers and delivery callback.
+        # The app's positional arguments (topic, value, key, partition: never
+        # changed here) go positionally as the app passed them: confluent-kafka
+        # parses keyword arguments one name at a time, so a call made all of
+        # keywords costs more in C than the one the app made.
+        args = call.args
+        if len(args) > 4:  # a positional callback, timestamp or headers: all by name
+            if callback is not None:
+                named["on_delivery"] = callback
+            result = orig(client, **named)
+        else:
+            out = call.kwargs  # the traced method's own dict, never the app's: reused
+            if "callback" in out:
+                del out["callback"]
+            if callback is not None:
+                out["on_delivery"] = callback
+            elif "on_delivery" in out:
+                del out["on_delivery"]
+            if headers is not None:
+                out["headers"] = headers
+            result = orig(client, *args, **out)
     except BaseException as exc:
         refused(info, callback, span, exc)
         raise
@@ -199,29 +217,6 @@ def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, clie
     if span is not None and type(span) is not NonRecordingSpan and not holds(callback, span):
         end_span(span)
     return result
-
-
-def _produce(client: Any, orig: Any, call: Call, callback: Any) -> Any:
-    """Call librdkafka's ``produce()`` with the message's headers and delivery callback.
-
-    The app's positional arguments (topic, value, key, partition: never changed
-    here) are passed positionally as the app passed them: confluent-kafka parses
-    keyword arguments one name at a time, so a call made all of keywords costs
-    more in C than the one the app made.
-    """
-    args = call.args
-    if len(args) > 4:  # a positional callback, timestamp or headers: all by name
-        return orig(client, **call.named)
-    out = call.kwargs  # the traced method's own dict, never the app's: reused
-    out.pop("callback", None)
-    if callback is not None:
-        out["on_delivery"] = callback
-    else:
-        out.pop("on_delivery", None)
-    headers = call.named.get("headers")
-    if headers is not None:
-        out["headers"] = headers
-    return orig(client, *args, **out)
 
 
 def _forwarded(
