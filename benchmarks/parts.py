@@ -195,8 +195,13 @@ def _metric_cases() -> dict[str, Callable[[], Any]]:
         "messaging.operation.type": "send", "messaging.destination.name": TOPIC,
         "server.address": "127.0.0.1", "server.port": 9092,
     }  # fmt: skip
+    required = {k: attrs[k] for k in list(attrs)[:4]}
     return {
         "SDK Histogram.record, 6 attributes": lambda: hist.record(0.003, attrs),
+        # The conventions' required and conditionally required set for a send
+        # (system, operation name and type, destination): the fewest a
+        # conforming messaging.client.operation.duration can carry.
+        "SDK Histogram.record, 4 attributes (required set)": lambda: hist.record(0.003, required),
         "SDK Histogram.record, no attributes": lambda: hist.record(0.003),
         "SDK Counter.add, 6 attributes": lambda: counter.add(1, attrs),
         "kafkaplus in-process counter, 6 attributes": lambda: tally.add(1, attrs),

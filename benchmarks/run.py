@@ -128,6 +128,11 @@ DISTRO_CASES: dict[str, dict[str, Any]] = {
                              "sampling": 1.0, "env": {"OTEL_BSP_MAX_QUEUE_SIZE": "65536"}},
     "kafkaplus-100pct-q64k": {"label": "kafkaplus, 100 %, queue 65,536", "plugin": "kafkaplus",
                               "sampling": 1.0, "env": {"OTEL_BSP_MAX_QUEUE_SIZE": "65536"}},
+    "kafkaplus-100pct-q64k-nometrics": {
+        "label": "kafkaplus, 100 %, queue 65,536, metrics=none", "plugin": "kafkaplus",
+        "sampling": 1.0,
+        "env": {"OTEL_BSP_MAX_QUEUE_SIZE": "65536", "OTEL_PYTHON_KAFKAPLUS_METRICS": "none"},
+    },
 }  # fmt: skip
 DISTRO_BASELINE = "uninstrumented"
 # The official plugin's case at the same sampling.
@@ -138,6 +143,7 @@ DISTRO_SAME = {
     "kafkaplus-100pct": "official-100pct",
     "kafkaplus-100pct-nometrics": "official-100pct",
     "kafkaplus-100pct-q64k": "official-100pct-q64k",
+    "kafkaplus-100pct-q64k-nometrics": "official-100pct-q64k",
 }
 DISABLE = {"none": "kafkaplus,confluent_kafka", "official": "kafkaplus", "kafkaplus": "confluent_kafka"}
 
