@@ -342,6 +342,8 @@ def test_latest_snapshot_wins_and_clients_are_separate(env: Env) -> None:
         '{"client_id": "no-name"}',
         '{"name": 5}',
         '{"name": "broken#producer-1", "type": "producer", "msg_cnt": ',
+        # Found by the corruption property test: a negative count is no count.
+        '{"name": "neg#producer-1", "type": "producer", "replyq": -1, "msg_cnt": -5}',
         '{"name": "weird#producer-1", "type": "producer", "msg_cnt": "lots", "replyq": true,'
         ' "brokers": [1], "topics": {"t": {"partitions": {"0": "x", "1": {"msgq_cnt": 1.5}}}}}',
         '{"name": "weird#consumer-1", "type": "consumer", "brokers": {"b": {"nodeid": "1"}},'

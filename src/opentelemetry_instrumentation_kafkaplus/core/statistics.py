@@ -324,6 +324,7 @@ _SPECS: tuple[tuple[str, str, str, str], ...] = (
 METRIC_NAMES: tuple[str, ...] = tuple(spec[0] for spec in _SPECS)
 
 # (field, metric) pairs read the same way from every object of one level.
+_CLIENT_FIELDS = (("replyq", "kafkaplus.client.reply_queue.event.count"),)
 _PRODUCER_CLIENT_FIELDS = (
     ("msg_cnt", "kafkaplus.producer.queue.message.count"),
     ("msg_size", "kafkaplus.producer.queue.size"),
@@ -563,9 +564,7 @@ def _build(name: str, data: dict[str, Any], client: _Client) -> _Points:
         cache.clear()
         cache[base_key] = base
 
-    value = _int(data.get("replyq"))
-    if value is not None:
-        points["kafkaplus.client.reply_queue.event.count"].append(Observation(value, base))
+    _fields(data, _CLIENT_FIELDS, base, points)
     if is_producer:
         _fields(data, _PRODUCER_CLIENT_FIELDS, base, points)
     if is_consumer:
