@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import KafkaError, Message
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.sdk.trace.sampling import Decision, SamplingResult
 from opentelemetry.trace import SpanKind, StatusCode
 
 from conftest import make_otel
@@ -162,6 +163,52 @@ def test_send_injects_context_and_ends_at_the_report(otel: Any) -> None:
     assert span.attributes["messaging.destination.partition.id"] == "2"
     assert span.end_time - span.start_time == 4_000_000  # start + latency()
     assert state.ledger.topics["out"].count() == 0  # reported: nothing in flight
+
+
+class _Alternating:
+    """A sampler with a fixed pattern of decisions, keeping the attributes it was given."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = iter(pattern)
+        self.seen: list[dict[str, Any]] = []
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None,
+                      attributes: Any = None, links: Any = None) -> SamplingResult:  # fmt: skip
+        self.seen.append(dict(attributes or {}))
+        sampled = next(self.pattern) == "1"
+        if not sampled:
+            return SamplingResult(Decision.DROP)
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)  # as the SDK's samplers
+
+    def get_description(self) -> str:
+        return "alternating"
+
+
+def test_every_recorded_send_span_has_every_attribute_whatever_came_before(
+    otel_factory: Any,
+) -> None:
+    # Attributes of a span that will not record are not built; a span that
+    # records after unsampled ones must still carry them all.
+    sampler = _Alternating("1001101")
+    otel = otel_factory(sampler=sampler, capture_headers="app")
+    state = ProducerState(CONF)
+    for i in range(7):
+        value = None if i % 2 else b"v"
+        _produce(state, [], "out", value, f"k{i}".encode(), partition=3, headers=[("app", b"x")])
+    spans = sorted(otel.spans("send out"), key=lambda s: s.attributes["messaging.kafka.message.key"])
+    assert [s.attributes["messaging.kafka.message.key"] for s in spans] == ["k0", "k3", "k4", "k6"]
+    for span in spans:
+        i = int(span.attributes["messaging.kafka.message.key"][1:])
+        assert span.attributes.get("messaging.kafka.message.tombstone", False) is bool(i % 2)
+        assert span.attributes["messaging.header.app"] == ("x",)
+        assert span.attributes["messaging.destination.partition.id"] == "2"  # the report's
+    relevant = {"messaging.system": "kafka", "messaging.operation.name": "send",
+                "messaging.operation.type": "send", "messaging.destination.name": "out",
+                "messaging.destination.partition.id": "3", "server.address": "broker",
+                "server.port": 9092}  # fmt: skip
+    assert len(sampler.seen) == 7
+    for seen in sampler.seen:  # what the conventions call sampling-relevant, every time
+        assert relevant.items() <= seen.items()
 
 
 def test_librdkafka_gets_the_apps_positional_arguments_as_given(otel: Any) -> None:
