@@ -291,3 +291,18 @@ def test_settle_of_a_message_without_offset(otel: Any) -> None:
     (span,) = otel.spans("store_offsets")  # no position known: no topic in the name
     assert "messaging.kafka.offset" not in span.attributes
     assert calls == [(msg,)]
+
+
+def test_recent_messages_are_bounded_and_keep_the_newest() -> None:
+    saved = dict(process._RECENT)
+    process._RECENT.clear()
+    try:
+        for i in range(3 * process.RECENT + 7):
+            process._remember(("m", "t", 0, i), i)
+        assert process.RECENT <= len(process._RECENT) <= 2 * process.RECENT
+        newest = range(3 * process.RECENT + 7 - process.RECENT, 3 * process.RECENT + 7)
+        assert all(process._RECENT[("m", "t", 0, i)] == i for i in newest)
+        assert ("m", "t", 0, 0) not in process._RECENT
+    finally:
+        process._RECENT.clear()
+        process._RECENT.update(saved)

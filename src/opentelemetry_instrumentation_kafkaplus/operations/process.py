@@ -54,10 +54,9 @@ unrelated work.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,12 +99,15 @@ _BY_MESSAGE: dict[int, Record] = {}
 #: id(first message of a consume() batch) -> the batch's record, for a claim of
 #: the batch (its messages alone keep their own claims, see ``_unpolled``).
 _BATCHES: dict[int, Record] = {}
-#: The last RECENT traced messages, by two keys: the producer context that
-#: created the message (a worker that forwards its headers to produce()
-#: continues under its process span) and, once its span ended, its position
-#: (a claim that comes late continues under that span instead of making a
-#: second one). Values: the live record, then what remains of it (``Trail``).
-_RECENT: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+#: The last RECENT (to twice that) traced messages, by two keys: the producer
+#: context that created the message (a worker that forwards its headers to
+#: produce() continues under its process span) and, once its span ended, its
+#: position (a claim that comes late continues under that span instead of making
+#: a second one). Values: the live record, then what remains of it (``Trail``).
+#: A plain dict (insertion-ordered), trimmed to the newest RECENT when it holds
+#: twice that: an OrderedDict's per-message eviction cost more than the rest of
+#: this bookkeeping.
+_RECENT: dict[tuple[Any, ...], Any] = {}
 RECENT = 4096
 
 
@@ -567,9 +569,18 @@ def message_context(base: Context, record: Record | Trail) -> Context:
 def _remember(key: tuple[Any, ...], value: Any) -> None:
     recent = _RECENT
     recent[key] = value
-    if len(recent) > RECENT:
-        with contextlib.suppress(KeyError):  # another thread trimmed it meanwhile
-            recent.popitem(last=False)
+    if len(recent) > 2 * RECENT:
+        _trim()
+
+
+def _trim() -> None:
+    """Keep the newest RECENT entries of ``_RECENT``."""
+    with _LOCK:
+        # list() of a dict runs in C without releasing the GIL: a consistent
+        # copy even while other threads insert.
+        keys = list(_RECENT)
+        for key in keys[: len(keys) - RECENT]:
+            _RECENT.pop(key, None)
 
 
 def created_by(producer_sc: Any) -> Any:
