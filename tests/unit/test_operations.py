@@ -306,3 +306,41 @@ def test_recent_messages_are_bounded_and_keep_the_newest() -> None:
     finally:
         process._RECENT.clear()
         process._RECENT.update(saved)
+
+
+def test_a_producer_collected_while_another_registers_does_not_deadlock(monkeypatch: Any) -> None:
+    # The garbage collector may run at any allocation, including one made while
+    # a new producer is being registered: the collected producer's callback
+    # must not wait for the registration's lock.
+    import gc
+    import threading
+    import weakref
+
+    class Client:
+        cycle: Any = None
+
+    old = Client()
+    old.cycle = old  # only the collector frees it
+    loss.track_producer(old)
+    del old
+    real_ref = weakref.ref
+
+    class CollectingRef:
+        @staticmethod
+        def ref(obj: Any, callback: Any = None) -> Any:
+            gc.collect()
+            return real_ref(obj, callback)
+
+    monkeypatch.setattr(loss, "weakref", CollectingRef)
+    done = threading.Event()
+    keep = Client()
+
+    def register() -> None:
+        loss.track_producer(keep)
+        done.set()
+
+    threading.Thread(target=register, daemon=True).start()
+    finished = done.wait(10)
+    if not finished:
+        loss._lock.release()  # let the stuck thread go, so later tests can run
+    assert finished, "the collector's callback deadlocked on the registration lock"

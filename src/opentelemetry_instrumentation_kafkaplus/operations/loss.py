@@ -225,8 +225,10 @@ def track_producer(state: Any) -> Ledger:
     key = id(state)
 
     def gone(_ref: Any) -> None:
-        with _lock:
-            _ledgers.pop(key, None)
+        # Called by the garbage collector, which can run at any allocation,
+        # including one made while this thread holds _lock (the registration
+        # below): taking the lock here would deadlock. A dict pop is atomic.
+        _ledgers.pop(key, None)
         if not _exited and not ledger.closed:
             _orphaned.append(ledger)
 
@@ -263,7 +265,8 @@ def _at_exit() -> None:
     try:
         account_orphaned()
         with _lock:
-            ledgers = [ledger for _ref, ledger in _ledgers.values()]
+            # list() copies in C, so a collection meanwhile cannot change it under us.
+            ledgers = [ledger for _ref, ledger in list(_ledgers.values())]
         for ledger in ledgers:
             ledger.account(EXIT_UNFLUSHED)
     except Exception as exc:
