@@ -35,3 +35,24 @@ def test_bind_leaves_the_callers_dict_alone() -> None:
 def test_callback_wins_over_on_delivery_even_as_none() -> None:
     named = {"topic": "t", "callback": None, "on_delivery": cb}
     assert pop_callback(named) is None and named == {"topic": "t"}
+
+
+def _reference(
+    names: tuple[str, ...], args: tuple[object, ...], kwargs: dict[str, object]
+) -> dict[str, object] | None:
+    """What Python's own binding of a function with these parameters gives."""
+    if len(args) > len(names):
+        return None
+    given = dict(zip(names, args, strict=False))
+    if any(k not in names or k in given for k in kwargs):
+        return None
+    return {**kwargs, **given}
+
+
+def test_bind_matches_python_binding_for_every_count_of_positional_arguments() -> None:
+    names = ("a", "b", "c", "d", "e")  # a tuple bind has not seen yet
+    assert bind(names, tuple(range(6)), {}) is None  # too many, before anything is cached
+    for n in range(len(names) + 2):
+        args = tuple(range(n))
+        for kwargs in ({}, {"e": "x"}, {"a": "x"}, {"d": 1, "e": 2}, {"zz": 1}):
+            assert bind(names, args, kwargs) == _reference(names, args, kwargs), (n, kwargs)

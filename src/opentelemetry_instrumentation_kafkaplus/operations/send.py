@@ -194,6 +194,9 @@ def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, clie
                 report("trace context injection", exc)
         if recording or metering or state.only_error:
             callback = delivery_for(state, info, callback, span if recording else None, metering)
+            # A recording span is held to the report by the callback returned
+            # (None: the client's unknown default, which ends it below).
+            recording = recording and callback is not None
     except Exception as exc:
         report("producer instrumentation", exc)
         abandon(span)
@@ -223,8 +226,9 @@ def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, clie
     except BaseException as exc:
         refused(info, callback, span, exc)
         raise
-    # handed_over(), inlined: an unsampled span has nothing to end.
-    if span is not None and type(span) is not NonRecordingSpan and not holds(callback, span):
+    # handed_over(), inlined: an unsampled span has nothing to end; a recording
+    # one ends at its report.
+    if span is not None and not recording and type(span) is not NonRecordingSpan:
         end_span(span)
     return result
 
@@ -283,9 +287,10 @@ def start_span(tel: Telemetry, info: SendTopic, named: Mapping[str, Any], parent
     """
     opts = tel.options
     partition = named.get("partition", -1)
+    chosen = type(partition) is int and partition >= 0
     if info.eager:
         attrs = info.attrs.copy()
-        if type(partition) is int and partition >= 0:
+        if chosen:
             attrs[sc.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
         _message_attributes(attrs, named, opts)
         span = tel.tracer.start_span(
@@ -296,7 +301,7 @@ def start_span(tel: Telemetry, info: SendTopic, named: Mapping[str, Any], parent
             return span
     else:
         start: Mapping[str, Any] = info.start_attrs
-        if type(partition) is int and partition >= 0:
+        if chosen:
             start = {**info.attrs, sc.MESSAGING_DESTINATION_PARTITION_ID: str(partition)}
         span = tel.tracer.start_span(
             info.name, context=parent, kind=_PRODUCER, attributes=start, links=links
@@ -360,7 +365,8 @@ def delivery_for(
             return None
         user_cb = state.default_cb
     report = info.report
-    delivery = Delivery(report, span, _started(span), user_cb)
+    start = getattr(span, "start_time", None)  # _started(), inlined: once per sampled message
+    delivery = Delivery(report, span, start if type(start) is int else _time_ns(), user_cb)
     next(report.inflight.produced)
     report.ledger.hold(id(delivery), delivery)
     return delivery
@@ -474,16 +480,20 @@ class Delivery:
             if token is not None:
                 otel_context.detach(token)
             if span is not None:
-                end_span(span, end_ns)
+                try:  # end_span(), inlined: this runs for every recorded message
+                    span.end(end_time=end_ns)
+                except Exception as exc:
+                    report("span end", exc)
 
 
 def _record_ack(span: Any, err: Any, msg: Any, info: TopicReport) -> None:
     """The broker's answer on the span (only recording spans are held to the ack)."""
     if err is None:
         attrs: dict[str, Any] = {}
+        dup = info.tel.options.semconv_dup
         sc.position_attributes(
-            attrs, topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
-            dup=info.tel.options.semconv_dup,
+            attrs, topic=msg.topic() if dup else None, partition=msg.partition(),
+            offset=msg.offset(), dup=dup,
         )  # fmt: skip
         span.set_attributes(attrs)
     else:
