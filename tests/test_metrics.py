@@ -268,3 +268,57 @@ def test_unsampled_messages_reach_their_own_callbacks_and_are_counted(mock_clust
         assert sent == []
     else:
         assert sorted(s.value for s in sent) == [3, 6]  # delivered; failed (with error.type)
+
+
+def test_a_meter_provider_without_readers_is_sent_nothing_until_one_is_added(mock_cluster):
+    """What ``OTEL_METRICS_EXPORTER=none`` gives under the distro: an SDK MeterProvider
+    with no reader. Measurements would go nowhere, so none is made (each costs what a
+    recorded one costs); spans are unchanged. A reader added later gets the metrics of
+    the messages from then on."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from opentelemetry_instrumentation_kafkaplus import KafkaPlusInstrumentor
+
+    exporter = InMemorySpanExporter()
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(exporter))
+    mp = MeterProvider()
+    # A spy on the SDK: every measurement of every instrument passes through here.
+    sdk_consumer = mp._measurement_consumer
+    measured: list[str] = []
+    consume = sdk_consumer.consume_measurement
+    sdk_consumer.consume_measurement = lambda m: (measured.append(m.instrument.name), consume(m))
+    inst = KafkaPlusInstrumentor()
+    inst.instrument(tracer_provider=tp, meter_provider=mp, metrics="all")
+    try:
+        topic = unique()
+        produce_and_flush(producer(mock_cluster), topic, 3)
+        c = assigned_consumer(mock_cluster, topic)
+        poll_messages(c, 3)
+        c.close()
+        assert measured == []
+        spans = exporter.get_finished_spans()
+        sends = [s for s in spans if s.name == f"send {topic}"]
+        processes = [s for s in spans if s.name == f"process {topic}"]
+        assert len(sends) == 3 and len(processes) == 3
+        assert [s.attributes["messaging.kafka.offset"] for s in sends] == [0, 1, 2]
+        assert {p.parent.span_id for p in processes} == {s.context.span_id for s in sends}
+
+        if not hasattr(mp, "add_metric_reader"):  # SDK releases before readers could be added
+            return
+        reader = InMemoryMetricReader()
+        mp.add_metric_reader(reader)
+        produce_and_flush(producer(mock_cluster), topic, 2)
+        assert "messaging.client.operation.duration" in measured
+        points = [
+            p for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
+            for m in sm.metrics if m.name == "messaging.client.sent.messages"
+            for p in m.data.data_points if p.attributes.get("messaging.destination.name") == topic
+        ]  # fmt: skip
+        assert [p.value for p in points] == [2]
+    finally:
+        inst.uninstrument()

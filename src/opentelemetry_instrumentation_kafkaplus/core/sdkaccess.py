@@ -9,7 +9,8 @@ changes, and each use degrades to the slower public path rather than failing
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -73,6 +74,22 @@ def is_proxy_meter(meter: Any) -> bool:
 def proxied_meter(meter: Any) -> Any:
     """The meter behind an API proxy meter (None until a provider is set)."""
     return getattr(meter, "_real_meter", None)
+
+
+def readers_probe(meter: Any) -> Callable[[], Any] | None:
+    """For an SDK meter: a call returning its provider's reader storages (empty: no reader).
+
+    The distro installs an SDK ``MeterProvider`` even with
+    ``OTEL_METRICS_EXPORTER=none``, with no reader: every measurement then goes
+    nowhere, yet each costs what a recorded one costs. Readers can be added
+    and removed later (``add_metric_reader``), and the SDK replaces the
+    mapping rather than changing it, so a fresh read each time sees them.
+    None for a meter that is not the SDK's.
+    """
+    consumer = getattr(meter, "_measurement_consumer", None)
+    if consumer is None or not isinstance(getattr(consumer, "_reader_storages", None), Mapping):
+        return None
+    return functools.partial(getattr, consumer, "_reader_storages")
 
 
 def composite_members(propagator: Any) -> Any:

@@ -9,6 +9,7 @@ reported, never raised into the application.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -52,6 +53,8 @@ class Telemetry:
         self._proxy_meter = sdkaccess.is_proxy_meter(meter)
         self._drops: bool | None = None
         self._metering: bool | None = None
+        #: For an SDK meter, once resolved: whether its provider has a reader now.
+        self._readers: Callable[[], Any] | None = None
         #: Tracer and meter both come from the global providers: while neither
         #: is set, nothing can record (the clients' cheapest check). False once
         #: either resolves: a global provider, once set, stays.
@@ -98,11 +101,20 @@ class Telemetry:
         return self._drops
 
     def metering(self) -> bool:
-        """False while per-message metrics go nowhere (none chosen, or no MeterProvider)."""
+        """False while per-message metrics go nowhere.
+
+        That is: none chosen, no MeterProvider, or an SDK MeterProvider with no
+        metric reader (what ``OTEL_METRICS_EXPORTER=none`` gives under the
+        distro), re-checked on every call since a reader can be added later.
+        """
+        readers = self._readers
+        if readers is not None:
+            return bool(readers())
         if self._metering is not None:
             return self._metering
         if not self.metrics.enabled:
             return self._no_metering()
+        real = self.meter
         if self._proxy_meter:
             if not sdkaccess.meter_provider_set():
                 return False
@@ -111,9 +123,10 @@ class Telemetry:
                 return False
             if isinstance(real, NoOpMeter):  # the provider set hands out no-ops: for good
                 return self._no_metering()
+        self._readers = sdkaccess.readers_probe(real)
         self._metering = True
         self.global_providers = False  # a provider is set, for good: stop asking
-        return True
+        return True if self._readers is None else bool(self._readers())
 
     def _no_metering(self) -> bool:
         self._metering = False
