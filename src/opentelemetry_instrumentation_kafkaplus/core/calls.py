@@ -52,9 +52,8 @@ def bind(
 ) -> dict[str, Any] | None:
     """The call's arguments by name, or None when confluent-kafka would reject the form."""
     # Written for speed (it runs for every produced message): the keywords are
-    # checked in C against the names left after the positional ones, and the
-    # usual one to three positional arguments are stored without a loop
-    # (dict(zip()) or enumerate() cost more than all of this).
+    # checked in C, as a set against the names left after the positional ones;
+    # dict(zip()) costs more than the loop below.
     n = len(args)
     try:
         allowed = _KEYWORDS[names][n]
@@ -70,18 +69,10 @@ def bind(
         call = kwargs.copy()
     else:
         call = {}
-    if n <= 3:
-        if n:
-            call[names[0]] = args[0]
-            if n > 1:
-                call[names[1]] = args[1]
-                if n > 2:
-                    call[names[2]] = args[2]
-    else:
-        i = 0
-        for value in args:
-            call[names[i]] = value
-            i += 1  # noqa: SIM113 (enumerate() costs 40 % more here)
+    i = 0
+    for value in args:
+        call[names[i]] = value
+        i += 1  # noqa: SIM113 (enumerate() costs 40 % more here)
     return call
 
 

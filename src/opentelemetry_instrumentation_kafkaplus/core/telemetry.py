@@ -123,10 +123,10 @@ class Telemetry:
                 return False
             if isinstance(real, NoOpMeter):  # the provider set hands out no-ops: for good
                 return self._no_metering()
-        self._readers = sdkaccess.readers_probe(real)
+        readers = self._readers = sdkaccess.readers_probe(real)
         self._metering = True
         self.global_providers = False  # a provider is set, for good: stop asking
-        return True if self._readers is None else bool(self._readers())
+        return readers is None or bool(readers())
 
     def _no_metering(self) -> bool:
         self._metering = False

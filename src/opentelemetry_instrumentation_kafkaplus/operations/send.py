@@ -365,8 +365,7 @@ def delivery_for(
             return None
         user_cb = state.default_cb
     report = info.report
-    start = getattr(span, "start_time", None)  # _started(), inlined: once per sampled message
-    delivery = Delivery(report, span, start if type(start) is int else _time_ns(), user_cb)
+    delivery = Delivery(report, span, _started(span), user_cb)
     next(report.inflight.produced)
     report.ledger.hold(id(delivery), delivery)
     return delivery
@@ -480,10 +479,7 @@ class Delivery:
             if token is not None:
                 otel_context.detach(token)
             if span is not None:
-                try:  # end_span(), inlined: this runs for every recorded message
-                    span.end(end_time=end_ns)
-                except Exception as exc:
-                    report("span end", exc)
+                end_span(span, end_ns)
 
 
 def _record_ack(span: Any, err: Any, msg: Any, info: TopicReport) -> None:
