@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler
+
 KEY = "messaging.kafka.message.key"
 
 
@@ -57,3 +59,17 @@ def no_doubles(spans: list[Any], names: list[str], n: int) -> None:
     """Exactly ``n`` spans of each name: nothing emitted twice, nothing missing."""
     counts = Counter(s.name for s in spans)
     assert {name: counts[name] for name in names} == dict.fromkeys(names, n)
+
+
+class CountingSampler(Sampler):
+    """ALWAYS_ON, counting the spans the SDK was asked to make (0: kafkaplus asked for none)."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> Any:
+        self.asked += 1
+        return ALWAYS_ON.should_sample(*args, **kwargs)
+
+    def get_description(self) -> str:
+        return "counting"

@@ -31,11 +31,15 @@ pytest.importorskip("faststream.confluent")
 import confluent_kafka
 from faststream.confluent import KafkaBroker, KafkaResponse, TestKafkaBroker
 from faststream.confluent.opentelemetry import KafkaTelemetryMiddleware
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
 
-from conftest import ORIGINALS, unique
+from conftest import ORIGINALS, assigned_consumer, make_otel, poll_messages, producer, unique
 from kafkaplus_tools.demo import wait_for_spans
 from kafkaplus_tools.demo.receiver import Receiver
-from shapes import journeys, no_doubles
+from opentelemetry_instrumentation_kafkaplus import KafkaPlusInstrumentor
+from shapes import CountingSampler, by_key, journeys, no_doubles
 
 N = 12
 WORK_S = 0.02
@@ -151,6 +155,61 @@ def test_subscriber_publisher_chain(bootstrap: str, otel: Any, workers: int) -> 
         assert covers(j.process_b, app.received[j.key]), j.key
     if workers > 1:
         assert overlapping(list(app.handled.values()))
+
+
+def test_a_faststream_service_that_exports_no_traces_keeps_the_trace_whole(bootstrap: str) -> None:
+    """The app in the middle of a pipeline, with a metric reader and no span processor.
+
+    What ``OTEL_TRACES_EXPORTER=none`` gives under the distro: kafkaplus asks the
+    SDK for no span, and each message the handler publishes carries the trace of
+    the message it handled, so the next service's process spans are children of
+    the first service's send spans.
+    """
+    a, b = unique("a"), unique("b")
+    keys = [f"k{i}" for i in range(N)]
+    first = make_otel()  # traced: a request span per message, produced to A
+    try:
+        tracer = first.tracer_provider.get_tracer("app")
+        p = producer(bootstrap)
+        for key in keys:
+            with tracer.start_as_current_span("request", attributes={"key": key}):
+                p.produce(a, value=key.encode(), key=key.encode(), partition=0)
+        assert p.flush(30) == 0
+    finally:
+        first.instrumentor.uninstrument()
+
+    sampler = CountingSampler()
+    middle = KafkaPlusInstrumentor()
+    middle.instrument(tracer_provider=TracerProvider(sampler=sampler),
+                      meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))  # fmt: skip
+    try:
+        app = Chain(bootstrap, a, b)
+
+        async def seeded(broker: KafkaBroker) -> None:
+            return None
+
+        app.run(seeded, lambda: len(app.received) == N)
+    finally:
+        middle.uninstrument()
+    assert sampler.asked == 0
+
+    last = make_otel()  # traced: consumes every partition of B (FastStream chose them)
+    try:
+        c = assigned_consumer(bootstrap, b)
+        partitions = c.list_topics(b, timeout=10).topics[b].partitions
+        c.assign([confluent_kafka.TopicPartition(b, i, confluent_kafka.OFFSET_BEGINNING)
+                  for i in partitions])  # fmt: skip
+        poll_messages(c, N)
+        c.close()
+    finally:
+        last.instrumentor.uninstrument()
+    sends = by_key(first.spans(), f"send {a}")
+    processes = by_key(last.spans(), f"process {b}")
+    assert sorted(processes) == sorted(keys)
+    for key in keys:
+        parent = processes[key].parent
+        assert parent is not None and parent.span_id == sends[key].context.span_id, key
+        assert processes[key].context.trace_id == sends[key].context.trace_id, key
 
 
 def _key(span: Any) -> str | None:

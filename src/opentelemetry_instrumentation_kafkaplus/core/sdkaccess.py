@@ -92,6 +92,22 @@ def readers_probe(meter: Any) -> Callable[[], Any] | None:
     return functools.partial(getattr, consumer, "_reader_storages")
 
 
+def processors_probe(tracer: Any) -> Callable[[], Any] | None:
+    """For an SDK tracer: a call returning its provider's span processors (empty: none).
+
+    The distro installs an SDK ``TracerProvider`` even with
+    ``OTEL_TRACES_EXPORTER=none``, with no span processor: every span is then
+    built and thrown away. Processors can be added later
+    (``add_span_processor``), and the SDK replaces its tuple rather than
+    changing it, so a fresh read each time sees them. None for a tracer that
+    is not the SDK's.
+    """
+    multi = getattr(tracer, "span_processor", None)
+    if not isinstance(getattr(multi, "_span_processors", None), tuple):
+        return None
+    return functools.partial(getattr, multi, "_span_processors")
+
+
 def composite_members(propagator: Any) -> Any:
     """The propagators inside a ``CompositePropagator`` (None if not readable)."""
     return getattr(propagator, "_propagators", None)

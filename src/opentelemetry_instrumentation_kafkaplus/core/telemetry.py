@@ -9,12 +9,22 @@ reported, never raised into the application.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import Meter, NoOpMeter
-from opentelemetry.trace import NoOpTracer, ProxyTracer, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    NonRecordingSpan,
+    NoOpTracer,
+    ProxyTracer,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+)
 
 from ..version import __version__
 from . import sdkaccess
@@ -47,6 +57,11 @@ class Telemetry:
         self.injector = Injector()
         self.statistics = statistics
         self._tracing: bool | None = None
+        #: For an SDK tracer, once resolved: its provider's span processors now,
+        #: and the real tracer, which the carrier stands in for while there are none.
+        self._spans: Callable[[], Any] | None = None
+        self._processors: Any = None
+        self._real: Any = None
         # Providers passed to instrument() are used as given; the global ones
         # may be set later, which the proxies pick up.
         self._proxy_tracer = isinstance(tracer, ProxyTracer)
@@ -69,8 +84,19 @@ class Telemetry:
         """False while the tracer is the API's no-op (no SDK configured yet).
 
         A ProxyTracer becomes real when a provider is set later; once it has,
-        we call the real tracer directly and stop checking.
+        we call the real tracer directly and stop checking. An SDK provider
+        with no span processor (what ``OTEL_TRACES_EXPORTER=none`` gives under
+        the distro) makes spans that go nowhere: while it has none, ``tracer``
+        is the carrier, which makes none and carries the parent's context on
+        (re-checked on every call: a processor can be added later).
         """
+        spans = self._spans
+        if spans is not None:
+            processors = spans()
+            if processors is not self._processors:  # the SDK replaces the tuple on a change
+                self._processors = processors
+                self.tracer = self._real if processors else CARRIER
+            return True
         if self._tracing is not None:
             return self._tracing
         tracer = self.tracer
@@ -87,7 +113,13 @@ class Telemetry:
             return self._no_tracing()
         self._tracing = True
         self.global_providers = False  # a provider is set, for good: stop asking
-        return True
+        self._real = self.tracer
+        self._spans = sdkaccess.processors_probe(self.tracer)
+        return self.tracing() if self._spans is not None else True
+
+    def spanless(self) -> bool:
+        """Whether the carrier stands in for the tracer (no span processor right now)."""
+        return self.tracer is CARRIER
 
     def _no_tracing(self) -> bool:
         self._tracing = False
@@ -97,7 +129,7 @@ class Telemetry:
     def drops_unsampled_remote(self) -> bool:
         """Whether the SDK sampler drops spans whose remote parent is not sampled."""
         if self._drops is None:
-            self._drops = sdkaccess.drops_unsampled_remote(self.tracer)
+            self._drops = sdkaccess.drops_unsampled_remote(self._real or self.tracer)
         return self._drops
 
     def metering(self) -> bool:
@@ -132,6 +164,39 @@ class Telemetry:
         self._metering = False
         self.idle = self._tracing is False
         return False
+
+
+class _Carrier(Tracer):
+    """Stands in for an SDK tracer whose provider has no span processor: makes no span.
+
+    What it returns is the parent's own context as a non-recording span, as the
+    SDK does for a tracer its configuration disables: every operation then takes
+    its path for a span that does not record, and the context that arrived
+    (a consumed message's producer, the current span) is what the headers carry
+    on. A service that exports no traces keeps the trace of the messages that
+    pass through it whole, at the cost of an unsampled message.
+    """
+
+    def start_span(self, name: str, context: Any = None, *args: Any, **kwargs: Any) -> Any:
+        span = (context if context is not None else sdkaccess.get_current()).get(sdkaccess.SPAN_KEY)
+        if span is None:
+            return INVALID_SPAN
+        if type(span) is NonRecordingSpan:
+            return span
+        return NonRecordingSpan(span.get_span_context())
+
+    # The API's abstract method; kafkaplus itself only calls start_span. The
+    # API's own return type names a private decorator's class.
+    @contextmanager
+    def start_as_current_span(  # type: ignore[override]
+        self, name: str, context: Any = None, *args: Any, **kwargs: Any
+    ) -> Iterator[Any]:
+        with trace.use_span(self.start_span(name, context), end_on_exit=False) as span:
+            yield span
+
+
+#: The one carrier: ``Telemetry.tracer`` is it while the SDK provider has no processor.
+CARRIER = _Carrier()
 
 
 #: Instrumentation scopes that make their own send spans and trace headers (a

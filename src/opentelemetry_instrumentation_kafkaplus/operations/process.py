@@ -499,20 +499,28 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool 
     links = None
     if tracing:
         parent_mode = tel.options.consumer_context_mode == "parent"
+        spanless = tel.spanless()
         if (
             parent_mode
             and producer_sc is not None
-            and not producer_sc.trace_flags & _SAMPLED
-            and tel.drops_unsampled_remote()
+            and (
+                spanless
+                or (not producer_sc.trace_flags & _SAMPLED and tel.drops_unsampled_remote())
+            )
         ):
-            # The sampler follows the producer's "not sampled": no span of our
-            # own, the producer's context carried on downstream.
+            # The sampler follows the producer's "not sampled", or no span is
+            # made at all: no span of our own, the producer's context carried on.
             parent = ext
             if metric_attrs is None:  # and nothing to end: no record at all
                 trail = Trail(ext.get(SPAN_KEY), ext.get(BAGGAGE_KEY), origin or ts, state)  # type: ignore[union-attr]
                 if attach and not state.detached:
                     make_current(trail, ambient)
                 return trail
+        elif spanless:  # no span, and no producer context to carry on
+            if metric_attrs is None:
+                return None  # the ambient context stays current
+            if not parent_mode:
+                parent = ambient  # link mode: the handling continues the ambient trace
         else:
             parent, links = _parentage(ambient, ext, producer_sc, parent_mode)
             ages = _ages(now, ts, origin)
