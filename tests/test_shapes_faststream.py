@@ -35,11 +35,11 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 
-from conftest import ORIGINALS, assigned_consumer, make_otel, poll_messages, producer, unique
+from conftest import ORIGINALS, unique
 from kafkaplus_tools.demo import wait_for_spans
 from kafkaplus_tools.demo.receiver import Receiver
 from opentelemetry_instrumentation_kafkaplus import KafkaPlusInstrumentor
-from shapes import CountingSampler, by_key, journeys, no_doubles
+from shapes import CountingSampler, carried_whole, first_service, journeys, last_service, no_doubles
 
 N = 12
 WORK_S = 0.02
@@ -167,16 +167,7 @@ def test_a_faststream_service_that_exports_no_traces_keeps_the_trace_whole(boots
     """
     a, b = unique("a"), unique("b")
     keys = [f"k{i}" for i in range(N)]
-    first = make_otel()  # traced: a request span per message, produced to A
-    try:
-        tracer = first.tracer_provider.get_tracer("app")
-        p = producer(bootstrap)
-        for key in keys:
-            with tracer.start_as_current_span("request", attributes={"key": key}):
-                p.produce(a, value=key.encode(), key=key.encode(), partition=0)
-        assert p.flush(30) == 0
-    finally:
-        first.instrumentor.uninstrument()
+    first = first_service(bootstrap, a, keys)
 
     sampler = CountingSampler()
     middle = KafkaPlusInstrumentor()
@@ -193,23 +184,7 @@ def test_a_faststream_service_that_exports_no_traces_keeps_the_trace_whole(boots
         middle.uninstrument()
     assert sampler.asked == 0
 
-    last = make_otel()  # traced: consumes every partition of B (FastStream chose them)
-    try:
-        c = assigned_consumer(bootstrap, b)
-        partitions = c.list_topics(b, timeout=10).topics[b].partitions
-        c.assign([confluent_kafka.TopicPartition(b, i, confluent_kafka.OFFSET_BEGINNING)
-                  for i in partitions])  # fmt: skip
-        poll_messages(c, N)
-        c.close()
-    finally:
-        last.instrumentor.uninstrument()
-    sends = by_key(first.spans(), f"send {a}")
-    processes = by_key(last.spans(), f"process {b}")
-    assert sorted(processes) == sorted(keys)
-    for key in keys:
-        parent = processes[key].parent
-        assert parent is not None and parent.span_id == sends[key].context.span_id, key
-        assert processes[key].context.trace_id == sends[key].context.trace_id, key
+    carried_whole(first, last_service(bootstrap, b, N), a, b, keys)
 
 
 def _key(span: Any) -> str | None:

@@ -20,7 +20,7 @@ from opentelemetry import trace
 from conftest import assigned_consumer, poll_messages, producer, unique
 from opentelemetry_instrumentation_kafkaplus import processing
 from opentelemetry_instrumentation_kafkaplus.operations import process
-from shapes import journeys, no_doubles
+from shapes import journeys, no_doubles, queue_workers
 
 N = 12
 WORK_S = 0.02
@@ -171,21 +171,14 @@ def test_queue_workers_forwarding_headers_zero_code(bootstrap: str, otel: Any) -
     c = assigned_consumer(bootstrap, a)
     p = producer(bootstrap)
     handled: dict[str, tuple[int, int]] = {}
-    work: queue.Queue[Any] = queue.Queue()
+    contexts: list[bool] = []
 
-    def worker() -> None:
-        while (msg := work.get()) is not None:
-            assert not trace.get_current_span().get_span_context().is_valid
-            _transform(p, b, msg, handled, forward=True)
+    def handle(msg: Any) -> None:
+        contexts.append(trace.get_current_span().get_span_context().is_valid)
+        _transform(p, b, msg, handled, forward=True)
 
-    threads = [threading.Thread(target=worker) for _ in range(3)]
-    for t in threads:
-        t.start()
-    poll_messages(c, N, submit=work.put)
-    for _ in threads:
-        work.put(None)
-    for t in threads:
-        t.join()
+    queue_workers(c, N, handle, threads=3)
+    assert contexts == [False] * N  # nothing carried the context to the workers
     c.close()
     assert p.flush(30) == 0
     drain(bootstrap, b)
