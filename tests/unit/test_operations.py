@@ -195,7 +195,9 @@ def test_every_recorded_send_span_has_every_attribute_whatever_came_before(
     for i in range(7):
         value = None if i % 2 else b"v"
         _produce(state, [], "out", value, f"k{i}".encode(), partition=3, headers=[("app", b"x")])
-    spans = sorted(otel.spans("send out"), key=lambda s: s.attributes["messaging.kafka.message.key"])
+    spans = sorted(
+        otel.spans("send out"), key=lambda s: s.attributes["messaging.kafka.message.key"]
+    )
     assert [s.attributes["messaging.kafka.message.key"] for s in spans] == ["k0", "k3", "k4", "k6"]
     for span in spans:
         i = int(span.attributes["messaging.kafka.message.key"][1:])
@@ -344,3 +346,38 @@ def test_a_producer_collected_while_another_registers_does_not_deadlock(monkeypa
     if not finished:
         loss._lock.release()  # let the stuck thread go, so later tests can run
     assert finished, "the collector's callback deadlocked on the registration lock"
+
+
+@pytest.mark.parametrize("mode", ["parent", "link"])
+def test_with_no_span_processor_the_handling_carries_the_context_on(mode: str) -> None:
+    """No span; current while the message is handled: the producer's context (parent
+    mode) or the ambient one (link mode, or no producer context)."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    from opentelemetry_instrumentation_kafkaplus import KafkaPlusInstrumentor
+
+    inst = KafkaPlusInstrumentor()
+    inst.instrument(tracer_provider=TracerProvider(), consumer_context_mode=mode,
+                    meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))  # fmt: skip
+    ambient = SpanContext(0x123, 0x456, False, TraceFlags(TraceFlags.SAMPLED))
+    token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(ambient)))
+    try:
+        tel = ACTIVE.telemetry
+        assert tel is not None and tel.tracing() and tel.spanless()
+        state = ConsumerState(CONF)
+        process.process_one(tel, state, consumed())
+        carried = trace.get_current_span().get_span_context()
+        expected = (0xABC, 0xDEF) if mode == "parent" else (0x123, 0x456)
+        assert (carried.trace_id, carried.span_id) == expected
+        assert not trace.get_current_span().is_recording()
+        process.end_open(state)
+        assert trace.get_current_span().get_span_context() == ambient  # restored
+        process.process_one(tel, state, consumed(6, headers=[]))  # no producer context
+        assert trace.get_current_span().get_span_context() == ambient  # nothing else to carry
+        process.end_open(state)
+    finally:
+        otel_context.detach(token)
+        inst.uninstrument()

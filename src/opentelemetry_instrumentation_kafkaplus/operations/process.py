@@ -5,6 +5,8 @@ poll() (one message)
   Parent      ``parent`` mode (default): the producer's context from the headers (a new
               root when there is none), with the ambient span, if any, as a link.
               ``link`` mode: the ambient context, with a link to the producer.
+              No span processor (``Telemetry.spanless``): no span; the producer's
+              context (``parent`` mode), else the ambient one, is what is current.
   Context     the message's context (the process span, the message's baggage, the
               pipeline's origin time) is made current in the polling thread or task.
   Lifetime    the span belongs to whoever handles the message, and covers that:
@@ -516,11 +518,10 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool 
                 if attach and not state.detached:
                     make_current(trail, ambient)
                 return trail
-        elif spanless:  # no span, and no producer context to carry on
+        elif spanless:  # no span, and no producer context to carry on (or link mode)
             if metric_attrs is None:
                 return None  # the ambient context stays current
-            if not parent_mode:
-                parent = ambient  # link mode: the handling continues the ambient trace
+            parent = ambient  # and so while the record waits for its process duration
         else:
             parent, links = _parentage(ambient, ext, producer_sc, parent_mode)
             ages = _ages(now, ts, origin)

@@ -13,7 +13,8 @@ Parent      the current span, when it belongs to the message being processed her
             (``msg.headers()`` forwarded by a worker) is the parent, and the current
             span, if any, a link. In ``link`` mode a forwarded context is a link and the
             current span the parent. Under ``suppress_instrumentation()``: no span, and
-            the headers go out as given.
+            the headers go out as given. No span processor (``Telemetry.spanless``): the
+            "span" is the parent's own context, which the headers carry on.
 Headers     the span's context (W3C ``traceparent`` by default) replaces any trace header
             the caller passed; their list or dict is never mutated. The origin time of
             the pipeline's first message travels on in ``kafkaplus-origin-ms``.
