@@ -295,6 +295,30 @@ def test_settle_of_a_message_without_offset(otel: Any) -> None:
     assert calls == [(msg,)]
 
 
+def test_a_tracer_that_fails_at_the_span_start_never_reaches_the_app(
+    otel: Any, monkeypatch: Any, caplog: Any
+) -> None:
+    # The span of a message nothing used starts when its record ends (the
+    # consumer's next call): a failing SDK there is reported, and the message
+    # is still let go and its handling still measured.
+    tel = ACTIVE.telemetry
+    state = ConsumerState(CONF)
+    msg = consumed()
+    record = process.process_one(tel, state, msg)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("span processor down")
+
+    monkeypatch.setattr(tel.tracer, "start_span", broken)
+    process.end_open(state)  # raises nothing
+    assert record.done and record.msg is None
+    assert process._polled(msg) is None  # released: a claim now makes its own record
+    assert otel.spans("process t") == []
+    assert "span processor down" in caplog.text
+    (point,) = otel.metric_points("messaging.process.duration")
+    assert point.count == 1
+
+
 def test_recent_messages_are_bounded_and_keep_the_newest() -> None:
     saved = dict(process._RECENT)
     process._RECENT.clear()

@@ -323,31 +323,47 @@ def finish(record: Record, end_ns: int, error: BaseException | None = None, *,
            unless_claimed: bool = False) -> None:  # fmt: skip
     """End the record's span and record its process duration (once).
 
-    ``unless_claimed``: leave it to the claim that took it meanwhile.
+    ``unless_claimed``: leave it to the claim that took it meanwhile. A span
+    nothing used yet starts here, with the time its record began, under the
+    same lock that settles who ends it: one acquisition per message. A span
+    that fails (a broken SDK) loses nothing else: the duration is recorded and
+    the message let go all the same.
     """
+    span = None
     with _LOCK:
         if record.done or (unless_claimed and record.claimed):
             return
         record.done = True
-    msg = record.msg
-    try:
         if record.attrs is not None:
-            span = record.real()
+            span = record.span
+            if span is None:
+                try:
+                    span = record.span = record._start()
+                except Exception as exc:
+                    report("process span start", exc)
+    msg = record.msg
+    if span is not None:
+        try:
             if error is not None:
                 mark_error(span, error)
             span.end(end_time=end_ns)
             _forget(record, NonRecordingSpan(span.get_span_context()))
-        tel = record.tel
-        attrs = record.metric_attrs
-        if attrs is not None and tel.metrics.per_message:
-            if error is not None:
-                attrs = {**attrs, sc.ERROR_TYPE: sc.error_type(error)}
-            tel.metrics.process_duration.record((end_ns - record.begin_ns) / 1e9, attrs)
-    except Exception as exc:
-        report("process span end", exc)
+        except Exception as exc:
+            report("process span end", exc)
+    attrs = record.metric_attrs
+    if attrs is not None:
+        try:
+            tel = record.tel
+            if tel.metrics.per_message:
+                if error is not None:
+                    attrs = {**attrs, sc.ERROR_TYPE: sc.error_type(error)}
+                tel.metrics.process_duration.record((end_ns - record.begin_ns) / 1e9, attrs)
+        except Exception as exc:
+            report("process duration", exc)
     if msg is not None:
-        if _BY_MESSAGE.get(id(msg)) is record:
-            _BY_MESSAGE.pop(id(msg), None)
+        key = id(msg)
+        if _BY_MESSAGE.get(key) is record:
+            _BY_MESSAGE.pop(key, None)
         record.msg = None  # the app's message is not kept alive by its telemetry
     if record.first is not None:
         _unregister_batch(record)
