@@ -119,6 +119,8 @@ DISTRO_CASES: dict[str, dict[str, Any]] = {
     "kafkaplus-1pct": {"label": "kafkaplus, 1 %", "plugin": "kafkaplus", "sampling": 0.01},
     "kafkaplus-1pct-nometrics": {"label": "kafkaplus, 1 %, metrics=none", "plugin": "kafkaplus",
                                  "sampling": 0.01, "env": {"OTEL_PYTHON_KAFKAPLUS_METRICS": "none"}},
+    "kafkaplus-1pct-counts": {"label": "kafkaplus, 1 %, metrics=counts", "plugin": "kafkaplus",
+                              "sampling": 0.01, "env": {"OTEL_PYTHON_KAFKAPLUS_METRICS": "counts"}},
     "official-100pct": {"label": "official, 100 %", "plugin": "official", "sampling": 1.0},
     "kafkaplus-100pct": {"label": "kafkaplus, 100 %", "plugin": "kafkaplus", "sampling": 1.0},
     "kafkaplus-100pct-nometrics": {"label": "kafkaplus, 100 %, metrics=none", "plugin": "kafkaplus",
@@ -133,6 +135,11 @@ DISTRO_CASES: dict[str, dict[str, Any]] = {
         "sampling": 1.0,
         "env": {"OTEL_BSP_MAX_QUEUE_SIZE": "65536", "OTEL_PYTHON_KAFKAPLUS_METRICS": "none"},
     },
+    "kafkaplus-100pct-q64k-counts": {
+        "label": "kafkaplus, 100 %, queue 65,536, metrics=counts", "plugin": "kafkaplus",
+        "sampling": 1.0,
+        "env": {"OTEL_BSP_MAX_QUEUE_SIZE": "65536", "OTEL_PYTHON_KAFKAPLUS_METRICS": "counts"},
+    },
 }  # fmt: skip
 DISTRO_BASELINE = "uninstrumented"
 # The official plugin's case at the same sampling.
@@ -140,10 +147,12 @@ DISTRO_SAME = {
     "kafkaplus-nosdk": "official-nosdk",
     "kafkaplus-1pct": "official-1pct",
     "kafkaplus-1pct-nometrics": "official-1pct",
+    "kafkaplus-1pct-counts": "official-1pct",
     "kafkaplus-100pct": "official-100pct",
     "kafkaplus-100pct-nometrics": "official-100pct",
     "kafkaplus-100pct-q64k": "official-100pct-q64k",
     "kafkaplus-100pct-q64k-nometrics": "official-100pct-q64k",
+    "kafkaplus-100pct-q64k-counts": "official-100pct-q64k",
 }
 DISABLE = {"none": "kafkaplus,confluent_kafka", "official": "kafkaplus", "kafkaplus": "confluent_kafka"}
 
@@ -165,6 +174,7 @@ OPTION_VARIANTS: dict[str, dict[str, str]] = {
     "capture_headers=traceparent": {"OTEL_PYTHON_KAFKAPLUS_CAPTURE_HEADERS": "traceparent"},
     "metrics=semconv": {"OTEL_PYTHON_KAFKAPLUS_METRICS": "semconv"},
     "metrics=all": {"OTEL_PYTHON_KAFKAPLUS_METRICS": "all"},
+    "metrics=counts": {"OTEL_PYTHON_KAFKAPLUS_METRICS": "counts"},
     "metrics=none": {"OTEL_PYTHON_KAFKAPLUS_METRICS": "none"},
     "metrics_partition=true": {"OTEL_PYTHON_KAFKAPLUS_METRICS_PARTITION": "true"},
 }

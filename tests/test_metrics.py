@@ -79,6 +79,37 @@ def test_metric_sets_all_and_none(mock_cluster, otel_factory):
     assert lost.value == 1
 
 
+def test_metric_set_counts_keeps_the_counters_and_drops_the_histograms(mock_cluster, otel_factory):
+    """metrics=counts: sent and consumed messages (with error.type on a failed send),
+    no duration histogram; the spans are unchanged."""
+    from kafkaplus_tools.brokers import free_port
+
+    otel = otel_factory(metrics="counts")
+    topic = unique()
+    produce_and_flush(producer(mock_cluster), topic, 4)
+    c = assigned_consumer(mock_cluster, topic, **{"group.id": "counts-group"})
+    poll_messages(c, 4)
+    c.close()
+    dead = producer(f"127.0.0.1:{free_port()}", **{"message.timeout.ms": 300})
+    dead.produce(topic, b"x")
+    dead.flush(10)
+
+    sent = _by_topic(otel.metric_points("messaging.client.sent.messages"), topic)
+    by_error = {p.attributes.get("error.type"): p.value for p in sent}
+    assert by_error == {None: 4, "_MSG_TIMED_OUT": 1}
+    (consumed,) = _by_topic(otel.metric_points("messaging.client.consumed.messages"), topic)
+    assert consumed.value == 4
+    assert consumed.attributes["messaging.consumer.group.name"] == "counts-group"
+    assert otel.metric_points("messaging.client.operation.duration") == []
+    assert otel.metric_points("messaging.process.duration") == []
+    (lost,) = _by_topic(otel.metric_points("kafkaplus.producer.undelivered.messages"), topic)
+    assert lost.value == 1
+    # Spans as with every other set: each process span has its send span as parent.
+    sends = {s.context.span_id for s in otel.spans(f"send {topic}")}
+    processes = otel.spans(f"process {topic}")
+    assert len(processes) == 4 and {s.parent.span_id for s in processes} <= sends
+
+
 def test_failed_deliveries_carry_error_type(otel):
     from kafkaplus_tools.brokers import free_port
 

@@ -97,3 +97,28 @@ def test_hooks_by_name_from_the_environment() -> None:
 def test_semconv_opt_in_is_parsed_here() -> None:
     assert options.resolve({}, {"OTEL_SEMCONV_STABILITY_OPT_IN": "http, messaging/dup"}).semconv_dup
     assert not options.resolve({}, {"OTEL_SEMCONV_STABILITY_OPT_IN": "messaging"}).semconv_dup
+
+
+@pytest.mark.parametrize(
+    ("metric_set", "instruments"),
+    [("semconv", {"durations", "counters"}), ("all", {"durations", "counters", "ages"}),
+     ("counts", {"counters"}), ("none", set())],
+)  # fmt: skip
+def test_each_metric_set_makes_only_its_instruments(metric_set: str, instruments: set[str]) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from opentelemetry_instrumentation_kafkaplus.core.instruments import Metrics
+
+    o = options.resolve({}, {P + "METRICS": metric_set.upper()})
+    assert o.metrics == metric_set
+    m = Metrics(MeterProvider().get_meter("unit"), o.metrics)
+    made = set()
+    if m.operation_duration is not None and m.process_duration is not None:
+        made.add("durations")
+    if m.sent is not None and m.consumed is not None:
+        made.add("counters")
+    if m.message_age is not None and m.origin_age is not None:
+        made.add("ages")
+    assert made == instruments
+    assert (m.durations, m.per_message) == ("durations" in made, "counters" in made)
+    assert m.undelivered is not None and m.skipped is not None  # data loss: in every set

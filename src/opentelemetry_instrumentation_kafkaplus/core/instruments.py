@@ -120,7 +120,7 @@ class _Count:
 
 
 #: The per-message metric sets of the ``metrics`` option.
-METRIC_SETS = ("semconv", "all", "none")
+METRIC_SETS = ("semconv", "all", "counts", "none")
 
 
 class Metrics:
@@ -128,7 +128,11 @@ class Metrics:
 
     ``semconv`` (the default): the four metrics of the messaging conventions.
     ``all``: also the message-age histograms, which cost an SDK
-    ``Histogram.record`` per message each. ``none``: no per-message metric.
+    ``Histogram.record`` per message each. ``counts``: the message counters
+    only (sent and consumed, counted in-process), without the duration
+    histograms: each of those costs an SDK ``Histogram.record`` per message,
+    and the API offers no cheaper way to feed a histogram. ``none``: no
+    per-message metric.
     The data-loss counters (undelivered, skipped, offset resets) are recorded
     in every set: they count failures, not messages. ``enabled`` is False when
     no MeterProvider records.
@@ -137,6 +141,7 @@ class Metrics:
     __slots__ = (
         "ages",
         "consumed",
+        "durations",
         "enabled",
         "message_age",
         "offset_resets",
@@ -152,6 +157,8 @@ class Metrics:
     def __init__(self, meter: Meter, metric_set: str = "semconv") -> None:
         self.enabled = not _is_noop(meter)
         self.per_message = metric_set != "none"
+        #: The duration histograms (send, receive and process): not in ``counts``.
+        self.durations = metric_set in ("semconv", "all")
         self.ages = metric_set == "all"
         self.operation_duration: Any = None
         self.process_duration: Any = None
@@ -159,7 +166,7 @@ class Metrics:
         self.consumed: Any = None
         self.message_age: Any = None
         self.origin_age: Any = None
-        if self.per_message:
+        if self.durations:
             self.operation_duration = _histogram(
                 meter,
                 CLIENT_OPERATION_DURATION,
@@ -170,6 +177,7 @@ class Metrics:
             self.process_duration = _histogram(
                 meter, PROCESS_DURATION, "Duration of processing a message.", DURATION_BUCKETS
             )
+        if self.per_message:
             self.sent = Tally(
                 meter, SENT_MESSAGES, "{message}", "Messages the producer attempted to send."
             )

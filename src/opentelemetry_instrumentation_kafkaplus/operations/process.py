@@ -354,7 +354,7 @@ def finish(record: Record, end_ns: int, error: BaseException | None = None, *,
     if attrs is not None:
         try:
             tel = record.tel
-            if tel.metrics.per_message:
+            if tel.metrics.durations:
                 if error is not None:
                     attrs = {**attrs, sc.ERROR_TYPE: sc.error_type(error)}
                 tel.metrics.process_duration.record((end_ns - record.begin_ns) / 1e9, attrs)
@@ -666,7 +666,8 @@ def _record_consumed(
     ``now``, ``ts`` and ``origin``: when it was handed over (ns), its timestamp
     and its pipeline's origin (ms), for the ages. Returns the attributes its
     process duration will carry; None when no process duration is recorded
-    (``metrics=none``), so that nothing waits for the end of its handling.
+    (``metrics=counts`` or ``none``), so that nothing waits for the end of its
+    handling.
     """
     metrics = tel.metrics
     received = info.receive_metric_attrs
@@ -682,7 +683,7 @@ def _record_consumed(
             metrics.message_age.record(age, received)
         if origin_age is not None:
             metrics.origin_age.record(origin_age, received)
-    if not metrics.per_message:
+    if not metrics.durations:
         return None
     processed = info.metric_attrs
     if tel.options.metrics_partition:
@@ -704,7 +705,7 @@ def _receive(
     the message's creation context (a receive span never takes it as parent).
     """
     start, end = window
-    if tel.metering() and tel.metrics.per_message:
+    if tel.metrics.durations and tel.metering():
         tel.metrics.operation_duration.record((end - start) / 1e9, info.receive_metric_attrs)
     if not tel.tracing():
         return
@@ -829,9 +830,10 @@ def process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start: 
                 partition=partition, offset=offset,
             )  # fmt: skip
             links.append(Link(producer_sc, link_attrs))
-    if metering and tel.metrics.per_message:
+    durations = metering and tel.metrics.durations
+    if durations:
         tel.metrics.operation_duration.record((now - start) / 1e9, batch.receive_metric_attrs)
-    metric_attrs = batch.metric_attrs if metering else None
+    metric_attrs = batch.metric_attrs if durations else None
     if not tracing:
         record = Record(tel, state, "", None, None, None, now, metric_attrs, None)
         _register_batch(record, good[0])

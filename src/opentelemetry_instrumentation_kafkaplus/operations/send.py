@@ -455,9 +455,12 @@ class Delivery:
         if not info.ledger.closed:
             try:
                 tel = info.tel
-                per_message = tel.metrics.per_message
+                metrics = tel.metrics
+                per_message = metrics.per_message
                 latency = (
-                    msg.latency() if msg is not None and (span is not None or per_message) else None
+                    msg.latency()
+                    if msg is not None and (span is not None or metrics.durations)
+                    else None
                 )
                 if span is not None:
                     info.ledger.spans.pop(id(self), None)
@@ -512,7 +515,7 @@ def _record_metrics(
             attrs = info.failed[etype] = {**info.metric_attrs, sc.ERROR_TYPE: etype}
         metrics.undelivered.add(1, attrs)
     if metrics.per_message:
-        if latency is not None:
+        if latency is not None and metrics.durations:
             metrics.operation_duration.record(latency, attrs)
         metrics.sent.add(1, attrs)
 
