@@ -124,6 +124,19 @@ def test_a_message_kafkaplus_did_not_poll_gets_a_span_for_its_block(otel: Any) -
     assert span.parent.span_id == 0xDEF and span.attributes["messaging.kafka.offset"] == 9
 
 
+def test_with_metrics_counts_a_block_records_its_span_and_no_duration(
+    otel_factory: Any, caplog: Any
+) -> None:
+    otel = otel_factory(metrics="counts")
+    log = caplog.at_level(logging.DEBUG, logger="opentelemetry_instrumentation_kafkaplus")
+    with log, processing(consumed(offset=10)):
+        pass
+    (span,) = otel.spans("process t")
+    assert span.parent.span_id == 0xDEF
+    assert otel.metric_points("messaging.process.duration") == []
+    assert "failed" not in caplog.text  # no duration was even attempted
+
+
 def _produce(state: ProducerState, reports: list[Any], *args: Any, **kwargs: Any) -> list[Any]:
     """send.send() with a stand-in for librdkafka that serves the report at once."""
     calls: list[dict[str, Any]] = []

@@ -218,6 +218,8 @@ class Record(Span):
         #: when nothing traces (metrics only).
         self.attrs = attrs
         self.begin_ns = begin_ns
+        #: Attributes of its process duration; None when none is recorded (no
+        #: meter, or a metric set without durations): nothing to record at its end.
         self.metric_attrs = metric_attrs
         self.msg = msg
         #: A consume() batch's first message: the key a claim of the batch finds it by.
@@ -351,13 +353,11 @@ def finish(record: Record, end_ns: int, error: BaseException | None = None, *,
         except Exception as exc:
             report("process span end", exc)
     attrs = record.metric_attrs
-    if attrs is not None:
+    if attrs is not None:  # set only where a process duration is recorded
         try:
-            tel = record.tel
-            if tel.metrics.durations:
-                if error is not None:
-                    attrs = {**attrs, sc.ERROR_TYPE: sc.error_type(error)}
-                tel.metrics.process_duration.record((end_ns - record.begin_ns) / 1e9, attrs)
+            if error is not None:
+                attrs = {**attrs, sc.ERROR_TYPE: sc.error_type(error)}
+            record.tel.metrics.process_duration.record((end_ns - record.begin_ns) / 1e9, attrs)
         except Exception as exc:
             report("process duration", exc)
     if msg is not None:
@@ -1041,7 +1041,7 @@ def _unpolled(msg: Any) -> Record | None:
     now = _time_ns()
     ext, producer_sc, origin = read_headers(msg.headers())
     ages = _ages(now, _timestamp(msg), origin)
-    metric_attrs = info.metric_attrs if tel.metering() else None
+    metric_attrs = info.metric_attrs if tel.metrics.durations and tel.metering() else None
     attrs = parent = links = None
     if tel.tracing():
         parent_mode = tel.options.consumer_context_mode == "parent"
