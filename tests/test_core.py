@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import confluent_kafka
 import pytest
@@ -12,6 +13,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from conftest import (
     assigned_consumer,
+    consumer,
     poll_messages,
     produce_and_flush,
     producer,
@@ -573,3 +575,84 @@ def test_unsampled_message_context_current_whatever_the_metrics(mock_cluster, ot
     assert [d.count for d in durations if d.attributes["messaging.destination.name"] == first] == (
         [1] if metrics == "semconv" else []
     )
+
+
+class _Pattern:
+    """A root sampler deciding in a fixed order ("1" samples), then dropping."""
+
+    def __init__(self, pattern: str) -> None:
+        self.decisions = iter(pattern)
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None,
+                      links=None, trace_state=None):  # fmt: skip
+        from opentelemetry.sdk.trace.sampling import Decision, SamplingResult
+
+        if next(self.decisions, "0") == "1":
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+        return SamplingResult(Decision.DROP)
+
+    def get_description(self) -> str:
+        return "pattern"
+
+
+@pytest.mark.parametrize("metrics", ["none", "semconv"])
+def test_plain_produce_calls_at_low_sampling_keep_every_trace_and_report(
+    mock_cluster, otel_factory, metrics
+):
+    """produce(topic, value, key) with a callback or timestamp, by position or name, where
+    most sends do not record: every message carries its own span's context, a recorded
+    send has every attribute, every callback runs once, every message is counted."""
+    from opentelemetry.sdk.trace.sampling import ParentBased
+
+    pattern = "01101000"
+    otel = otel_factory(sampler=ParentBased(_Pattern(pattern)), metrics=metrics)
+    topic = unique()
+    p = producer(mock_cluster)
+    p.list_topics(timeout=10)  # the cluster id known from the first call on
+    reports = []
+
+    def cb(err, msg):
+        reports.append((err, msg.key().decode(), trace.get_current_span().is_recording()))
+
+    for i, _ in enumerate(pattern):
+        key = f"k{i}".encode()
+        if i % 3 == 0:
+            p.produce(topic, b"v", key, on_delivery=cb)
+        elif i % 3 == 1:
+            p.produce(topic, value=b"v", key=key, callback=cb)
+        else:
+            p.produce(topic, b"v", key, timestamp=int(time.time() * 1000), on_delivery=cb)
+    assert p.flush(10) == 0
+    sampled = [f"k{i}" for i, d in enumerate(pattern) if d == "1"]
+    assert sorted(reports) == [(None, f"k{i}", f"k{i}" in sampled) for i in range(len(pattern))]
+    sends = {s.attributes["messaging.kafka.message.key"]: s for s in otel.spans(f"send {topic}")}
+    assert sorted(sends) == sampled
+    for span in sends.values():
+        assert span.attributes["messaging.kafka.offset"] >= 0
+        assert "messaging.destination.partition.id" in span.attributes
+        assert span.attributes["messaging.system"] == "kafka"
+
+    partitions = p.list_topics(topic, timeout=10).topics[topic].partitions
+    c = consumer(mock_cluster)
+    c.assign([confluent_kafka.TopicPartition(topic, n, confluent_kafka.OFFSET_BEGINNING)
+              for n in partitions])  # fmt: skip
+    msgs = poll_messages(c, len(pattern))
+    c.close()
+    processes = {
+        s.attributes["messaging.kafka.message.key"]: s for s in otel.spans(f"process {topic}")
+    }
+    assert sorted(processes) == sampled
+    for m in msgs:
+        key = m.key().decode()
+        _, trace_id, span_id, flags = dict(m.headers())["traceparent"].decode().split("-")
+        if key in sends:
+            ctx = sends[key].context
+            assert (trace_id, span_id) == (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
+            assert int(flags, 16) & 1
+            assert processes[key].parent.span_id == ctx.span_id
+        else:
+            assert int(trace_id, 16) != 0 and not int(flags, 16) & 1
+    if metrics == "semconv":
+        sent = otel.metric_points("messaging.client.sent.messages")
+        assert sum(s.value for s in sent
+                   if s.attributes["messaging.destination.name"] == topic) == len(pattern)  # fmt: skip

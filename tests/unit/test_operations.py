@@ -421,3 +421,56 @@ def test_with_no_span_processor_the_handling_carries_the_context_on(mode: str) -
     finally:
         otel_context.detach(token)
         inst.uninstrument()
+
+
+def test_a_plain_call_not_recorded_goes_to_librdkafka_as_the_app_made_it(
+    otel_factory: Any, monkeypatch: Any
+) -> None:
+    # produce(topic, value, key, callback) whose span does not record: its
+    # arguments are not bound; librdkafka gets them as given, plus the trace
+    # context and the topic's shared callback (counted at the report).
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    from opentelemetry_instrumentation_kafkaplus.clients import producer
+    from opentelemetry_instrumentation_kafkaplus.clients.state import CLUSTER_KNOWN
+
+    otel = otel_factory(sampler=ParentBased(ALWAYS_OFF))
+    state = ProducerState(CONF)
+    state.cluster_retry = CLUSTER_KNOWN
+    seen: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    reports: list[Any] = []
+
+    def librdkafka(client: Any, *pos: Any, **kw: Any) -> None:
+        seen.append((pos, dict(kw)))
+        if len(seen) == 4:
+            raise BufferError("Local: Queue full")
+        kw["on_delivery"](None, Message(topic="out", partition=1, offset=len(seen), latency=0.001))
+
+    def app_cb(err: Any, msg: Any) -> None:
+        reports.append(msg.offset())
+
+    generic: list[Any] = []
+    real_send = send.send
+    monkeypatch.setattr(send, "send", lambda *a, **k: generic.append(a) or real_send(*a, **k))
+    producer.produce(None, state, ("out", b"v", b"k"), {"on_delivery": app_cb}, librdkafka)
+    producer.produce(None, state, ("out", b"v", b"k"), {"callback": app_cb}, librdkafka)
+    producer.produce(None, state, ("out",), {"value": b"v", "on_delivery": app_cb,
+                                             "timestamp": 7}, librdkafka)  # fmt: skip
+    with pytest.raises(BufferError):
+        producer.produce(None, state, ("out", b"v"), {"on_delivery": app_cb}, librdkafka)
+    assert len(generic) == 1  # the topic's first call only: it builds the topic's template
+    assert reports == [1, 2, 3]
+    assert [pos for pos, _ in seen] == [("out", b"v", b"k"), ("out", b"v", b"k"), ("out",),
+                                        ("out", b"v")]  # fmt: skip
+    for _, kw in seen[1:]:
+        assert sorted(kw) == sorted({"on_delivery", "headers", *(
+            ("value", "timestamp") if "value" in kw else ())})  # fmt: skip
+        assert isinstance(kw["on_delivery"], send.Delivery) and kw["on_delivery"].user_cb is app_cb
+        ((name, traceparent),) = kw["headers"]
+        assert name == "traceparent" and traceparent.startswith("00-")
+        assert not int(traceparent[-2:], 16) & 1  # not sampled, still carried
+    assert seen[2][1]["timestamp"] == 7
+    assert otel.spans() == []
+    assert state.ledger.topics["out"].count() == 0  # reported, or refused: nothing in flight
+    sent = otel.metric_points("messaging.client.sent.messages")
+    assert [p.value for p in sent] == [3]

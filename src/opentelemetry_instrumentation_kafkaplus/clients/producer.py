@@ -30,6 +30,11 @@ has_produce_batch = _orig_produce_batch is not None
 _cluster_id = getattr(_CProducer, "cluster_id", None)  # not in every confluent-kafka version
 _orig_close: Any = getattr(_CProducer, "close", None)  # 2.6 has none
 _get_current = sdkaccess.get_current
+#: By count of positional arguments (1 to 3): the keywords of a plain produce() call.
+_PLAIN = (
+    frozenset(),
+    *(frozenset(PRODUCE[n:]) - {"partition", "headers"} for n in range(1, 4)),
+)
 _providers_unset = sdkaccess.global_providers_unset
 
 
@@ -49,6 +54,17 @@ def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: di
         current: Any = ctx.get(SPAN_KEY)
         if current is None or not current.get_span_context().is_valid:
             return orig(client, *args, **kwargs)
+    elif tracing:
+        n = len(args)
+        if 0 < n < 4 and (not kwargs or kwargs.keys() <= _PLAIN[n]):
+            # The plain form (send.send_plain): topic, value and key, by position
+            # or name, and a callback or timestamp; no headers, no partition.
+            topic = args[0]
+            if type(topic) is str and state.tel is tel and state.cluster_retry == CLUSTER_KNOWN:
+                info = state.topics.get(topic)
+                if info is not None and not info.excluded:
+                    return send.send_plain(tel, state, info, ctx, client, args, kwargs, orig,
+                                           metering)  # fmt: skip
     named = bind(PRODUCE, args, kwargs)
     topic = named.get("topic") if named is not None else None
     if type(topic) is not str:

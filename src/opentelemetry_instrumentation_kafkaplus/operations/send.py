@@ -24,6 +24,10 @@ At start    messaging.system, messaging.operation.name/type ``send``, destinatio
             four are not sampling-relevant: after an unsampled span they are added
             only once the span records, see start_span).
 At the ack  partition and offset; or ``error.type`` and ERROR status.
+Plain calls ``produce(topic, value, key)`` with a callback or timestamp and no headers or
+            partition: ``send_plain`` starts the span without binding the call's arguments,
+            and while the span does not record the app's own arguments go to librdkafka
+            with only the headers and the topic's shared callback added.
 Metrics     at the report: messaging.client.operation.duration and
             messaging.client.sent.messages (per-message set), and
             kafkaplus.producer.undelivered.messages for a failure.
@@ -43,7 +47,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanKind
 
 from ..core import sdkaccess
 from ..core import semconv as sc
-from ..core.calls import Call
+from ..core.calls import PRODUCE, Call, bind, pop_callback
 from ..core.errors import KafkaFailure, report, warn_once
 from ..core.options import Options
 from ..core.propagation import MESSAGE_KEY, ORIGIN_KEY, forwarded
@@ -158,11 +162,12 @@ class TopicReport:
 
 
 def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, client: Any,
-         orig: Any, tracing: bool, metering: bool) -> Any:  # fmt: skip
+         orig: Any, tracing: bool, metering: bool, started: Any = None) -> Any:  # fmt: skip
     """Produce one message with its span: the traced body of ``produce()``.
 
     ``tracing`` and ``metering`` are what the telemetry records right now, as
-    the client already asked.
+    the client already asked. ``started``: the message's span, when
+    ``send_plain`` started it already (then the call has no headers).
     """
     named = call.named
     ctx = call.ctx
@@ -182,7 +187,7 @@ def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, clie
             tracing = False  # another instrumentation's send span: no span, headers as given
             out_ctx = None
         if tracing:
-            span = start_span(tel, info, named, parent, links)
+            span = start_span(tel, info, named, parent, links) if started is None else started
             span_ctx = span.get_span_context()
             recording = span.is_recording()
         else:
@@ -232,6 +237,80 @@ def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, clie
     if span is not None and not recording and type(span) is not NonRecordingSpan:
         end_span(span)
     return result
+
+
+def send_plain(tel: Telemetry, state: ProducerState, info: SendTopic, ctx: Context, client: Any,
+               args: tuple[Any, ...], kwargs: dict[str, Any], orig: Any,
+               metering: bool) -> Any:  # fmt: skip
+    """``produce()`` of the plain form, its arguments not bound while its span does not record.
+
+    The plain form (clients/producer.py checks it): topic, value and key by
+    position or name, a delivery callback or timestamp; no headers, no
+    partition. Its span starts from the template and the current context, as
+    ``send`` starts it. At a low sampling rate most such spans do not record:
+    the message then needs only its trace context in new headers and, when
+    anything is counted at its report, its topic's shared callback; the app's
+    own arguments go to librdkafka as they are. A span that records goes on
+    through ``send`` like any other.
+    """
+    user_cb = kwargs["callback"] if "callback" in kwargs else kwargs.get("on_delivery")
+    if (
+        info.eager
+        or (user_cb is not None and not callable(user_cb))
+        or (SEND_OWNERS and send_owned_elsewhere(ctx))
+    ):
+        return _send_bound(tel, state, info, ctx, client, args, kwargs, orig, metering, None)
+    span = delivery = headers = None
+    try:
+        span = tel.tracer.start_span(
+            info.name, context=ctx, kind=_PRODUCER, attributes=info.start_attrs
+        )
+        recording = span.is_recording()
+        if not recording:
+            span_ctx = span.get_span_context()
+            if span_ctx.is_valid:
+                headers = tel.injector.inject(None, ctx, span_ctx, span)
+            if metering or state.only_error:
+                delivery = delivery_for(state, info, user_cb, None, metering)
+    except Exception as exc:
+        report("producer instrumentation", exc)
+        abandon(span)
+        return orig(client, *args, **kwargs)
+    if recording:
+        return _send_bound(tel, state, info, ctx, client, args, kwargs, orig, metering, span)
+    if headers is not None:
+        kwargs["headers"] = headers
+    if delivery is not None:  # it calls the app's callback, whichever name the app gave it
+        kwargs.pop("callback", None)
+        kwargs["on_delivery"] = delivery
+    try:
+        result = orig(client, *args, **kwargs)
+    except BaseException:
+        never_sent(info, delivery)
+        raise
+    if type(span) is not NonRecordingSpan:  # another tracer's span object: ended as in send
+        end_span(span)
+    return result
+
+
+def _send_bound(tel: Telemetry, state: ProducerState, info: SendTopic, ctx: Context, client: Any,
+                args: tuple[Any, ...], kwargs: dict[str, Any], orig: Any, metering: bool,
+                started: Any) -> Any:  # fmt: skip
+    """A plain call that ``send`` takes on, with the span ``send_plain`` started, if any."""
+    try:
+        named = bind(PRODUCE, args, kwargs)
+        if named is not None:
+            callback = pop_callback(named)
+            if started is not None:
+                _recorded_late(tel, info, named, started)
+    except Exception as exc:
+        report("producer instrumentation", exc)
+        named = None
+    if named is None:
+        abandon(started)
+        return orig(client, *args, **kwargs)
+    call = Call(named, args, kwargs, callback, ctx)
+    return send(tel, state, info, call, client, orig, True, metering, started)
 
 
 def _forwarded(
@@ -300,20 +379,31 @@ def start_span(tel: Telemetry, info: SendTopic, named: Mapping[str, Any], parent
         if not span.is_recording():
             info.eager = False
             return span
-    else:
-        start: Mapping[str, Any] = info.start_attrs
-        if chosen:
-            start = {**info.attrs, sc.MESSAGING_DESTINATION_PARTITION_ID: str(partition)}
-        span = tel.tracer.start_span(
-            info.name, context=parent, kind=_PRODUCER, attributes=start, links=links
-        )
-        if not span.is_recording():
-            return span
-        info.eager = True
-        extra: dict[str, Any] = {}
-        _message_attributes(extra, named, opts)
-        if extra:
-            span.set_attributes(extra)
+        _produce_hook(opts, info, named, span)
+        return span
+    start: Mapping[str, Any] = info.start_attrs
+    if chosen:
+        start = {**info.attrs, sc.MESSAGING_DESTINATION_PARTITION_ID: str(partition)}
+    span = tel.tracer.start_span(
+        info.name, context=parent, kind=_PRODUCER, attributes=start, links=links
+    )
+    if span.is_recording():
+        _recorded_late(tel, info, named, span)
+    return span
+
+
+def _recorded_late(tel: Telemetry, info: SendTopic, named: Mapping[str, Any], span: Any) -> None:
+    """A span started with the sampling-relevant attributes alone records: it gets the rest."""
+    info.eager = True
+    opts = tel.options
+    extra: dict[str, Any] = {}
+    _message_attributes(extra, named, opts)
+    if extra:
+        span.set_attributes(extra)
+    _produce_hook(opts, info, named, span)
+
+
+def _produce_hook(opts: Options, info: SendTopic, named: Mapping[str, Any], span: Any) -> None:
     if opts.produce_hook is not None:
         try:
             opts.produce_hook(
@@ -322,7 +412,6 @@ def start_span(tel: Telemetry, info: SendTopic, named: Mapping[str, Any], parent
             )  # fmt: skip
         except Exception as exc:
             report("produce_hook", exc)
-    return span
 
 
 def _message_attributes(attrs: dict[str, Any], named: Mapping[str, Any], opts: Options) -> None:
