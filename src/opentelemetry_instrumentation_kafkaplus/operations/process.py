@@ -331,18 +331,29 @@ def finish(record: Record, end_ns: int, error: BaseException | None = None, *,
     that fails (a broken SDK) loses nothing else: the duration is recorded and
     the message let go all the same.
     """
-    span = None
     with _LOCK:
         if record.done or (unless_claimed and record.claimed):
             return
-        record.done = True
-        if record.attrs is not None:
-            span = record.span
-            if span is None:
-                try:
-                    span = record.span = record._start()
-                except Exception as exc:
-                    report("process span start", exc)
+        span = _settle(record)
+    _end(record, span, end_ns, error)
+
+
+def _settle(record: Record) -> Any:
+    """Mark the record done (the caller holds _LOCK); its span, started now if nothing has."""
+    record.done = True
+    if record.attrs is None:
+        return None
+    span = record.span
+    if span is None:
+        try:
+            span = record.span = record._start()
+        except Exception as exc:
+            report("process span start", exc)
+    return span
+
+
+def _end(record: Record, span: Any, end_ns: int, error: BaseException | None) -> None:
+    """What ``finish`` does once the record is settled: each part fails on its own."""
     msg = record.msg
     if span is not None:
         try:
@@ -408,7 +419,8 @@ def release(record: Record, end_ns: int, *, poll: bool) -> None:
                 return
             record = waiting.popleft()
             end_ns = record.window_end
-    finish(record, end_ns)
+        span = _settle(record)  # not done: checked under this same lock
+    _end(record, span, end_ns, None)
 
 
 def end_open(state: ConsumerState) -> None:

@@ -538,27 +538,34 @@ class Delivery:
         info = self.report
         user_cb = self.user_cb
         span = self.span
+        next(info.inflight.reported)
+        if span is None:  # a shared one (most messages at a low sampling rate): the metrics only
+            if not info.ledger.closed:
+                try:
+                    tel = info.tel
+                    metrics = tel.metrics
+                    if (metrics.per_message or err is not None) and tel.metering():
+                        latency = msg.latency() if msg is not None and metrics.durations else None
+                        _record_metrics(tel, info, err, msg, latency)
+                except Exception as exc:
+                    report("delivery report", exc)
+            if user_cb is not None and not (info.only_error and err is None):
+                return user_cb(err, msg)
+            return None
         token = None
         end_ns = None
-        next(info.inflight.reported)
         if not info.ledger.closed:
             try:
                 tel = info.tel
                 metrics = tel.metrics
-                per_message = metrics.per_message
-                latency = (
-                    msg.latency()
-                    if msg is not None and (span is not None or metrics.durations)
-                    else None
-                )
-                if span is not None:
-                    info.ledger.spans.pop(id(self), None)
-                    if latency is not None:
-                        end_ns = self.start_ns + int(latency * 1e9)
-                    _record_ack(span, err, msg, info)
-                    if user_cb is not None:
-                        token = otel_context.attach(_set_span_in_context(span))
-                if (per_message or err is not None) and tel.metering():
+                latency = msg.latency() if msg is not None else None
+                info.ledger.spans.pop(id(self), None)
+                if latency is not None:
+                    end_ns = self.start_ns + int(latency * 1e9)
+                _record_ack(span, err, msg, info)
+                if user_cb is not None:
+                    token = otel_context.attach(_set_span_in_context(span))
+                if (metrics.per_message or err is not None) and tel.metering():
                     _record_metrics(tel, info, err, msg, latency)
             except Exception as exc:
                 report("delivery report", exc)
