@@ -60,7 +60,9 @@ def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: di
             # The plain form (send.send_plain): topic, value and key, by position
             # or name, and a callback or timestamp; no headers, no partition.
             topic = args[0]
-            if type(topic) is str and state.tel is tel and state.cluster_retry == CLUSTER_KNOWN:
+            if type(topic) is str and state.tel is tel:
+                if state.cluster_retry != CLUSTER_KNOWN:
+                    learn_cluster(client, state)  # may rebuild the templates: looked up after
                 info = state.topics.get(topic)
                 if info is not None and not info.excluded:
                     return send.send_plain(tel, state, info, ctx, client, args, kwargs, orig,
