@@ -64,7 +64,8 @@ def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: di
                 if state.cluster_retry != CLUSTER_KNOWN:
                     learn_cluster(client, state)  # may rebuild the templates: looked up after
                 info = state.topics.get(topic)
-                if info is not None and not info.excluded:
+                # Its last span did not record (SendTopic.eager): nor will most next ones.
+                if info is not None and not info.eager and not info.excluded:
                     return send.send_plain(tel, state, info, ctx, client, args, kwargs, orig,
                                            metering)  # fmt: skip
     named = bind(PRODUCE, args, kwargs)

@@ -244,20 +244,19 @@ def send_plain(tel: Telemetry, state: ProducerState, info: SendTopic, ctx: Conte
                metering: bool) -> Any:  # fmt: skip
     """``produce()`` of the plain form, its arguments not bound while its span does not record.
 
-    The plain form (clients/producer.py checks it): topic, value and key by
-    position or name, a delivery callback or timestamp; no headers, no
-    partition. Its span starts from the template and the current context, as
-    ``send`` starts it. At a low sampling rate most such spans do not record:
+    The plain form (clients/producer.py checks it, and that the topic's last
+    span did not record): topic, value and key by position or name, a
+    delivery callback or timestamp; no headers, no partition. Its span starts
+    from the template and the current context, as ``send`` starts it after an
+    unsampled span. At a low sampling rate most such spans do not record:
     the message then needs only its trace context in new headers and, when
     anything is counted at its report, its topic's shared callback; the app's
     own arguments go to librdkafka as they are. A span that records goes on
     through ``send`` like any other.
     """
     user_cb = kwargs["callback"] if "callback" in kwargs else kwargs.get("on_delivery")
-    if (
-        info.eager
-        or (user_cb is not None and not callable(user_cb))
-        or (SEND_OWNERS and send_owned_elsewhere(ctx))
+    if (user_cb is not None and not callable(user_cb)) or (
+        SEND_OWNERS and send_owned_elsewhere(ctx)
     ):
         return _send_bound(tel, state, info, ctx, client, args, kwargs, orig, metering, None)
     span = delivery = headers = None
