@@ -171,11 +171,19 @@ def test_headers_kept_not_mutated_and_trace_header_replaced(bootstrap, otel):
         assert app == expected[m.value()]
 
 
-def test_bad_arguments_raise_exactly_as_uninstrumented(mock_cluster, otel):
+@pytest.mark.parametrize("sampled", [True, False])
+def test_bad_arguments_raise_exactly_as_uninstrumented(mock_cluster, otel_factory, sampled):
+    """Unsampled, after a first call of the topic, a plain call takes the plain path."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+
     from conftest import original_producer
 
+    otel_factory(sampler=ParentBased(ALWAYS_ON if sampled else ALWAYS_OFF))
     plain = original_producer({"bootstrap.servers": mock_cluster})
     traced = producer(mock_cluster)
+    for client in (plain, traced):
+        client.list_topics(timeout=10)
+        client.produce("t", b"first")
     cases = [
         ((), {}),
         (("t",), {"bogus": 1}),
@@ -186,6 +194,7 @@ def test_bad_arguments_raise_exactly_as_uninstrumented(mock_cluster, otel):
         ((1,), {}),
         (("t", 5), {}),
         (("t",), {"partition": "x"}),
+        (("t", b"v"), {"timestamp": "x"}),
     ]
     for args, kwargs in cases:
         outcomes = []
@@ -197,6 +206,30 @@ def test_bad_arguments_raise_exactly_as_uninstrumented(mock_cluster, otel):
         assert outcomes[0] == outcomes[1], (args, kwargs)
     traced.flush(5)
     plain.flush(5)
+
+
+@pytest.mark.parametrize("sampled", [True, False])
+@pytest.mark.parametrize("kwargs", [{"on_delivery": 42}, {"callback": "not callable"}])
+def test_a_callback_that_cannot_be_called_fails_as_uninstrumented(mock_cluster, otel_factory,
+                                                                  sampled, kwargs):  # fmt: skip
+    """confluent-kafka takes it and fails at the report (flush): the same with kafkaplus."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+
+    from conftest import original_producer
+
+    otel_factory(sampler=ParentBased(ALWAYS_ON if sampled else ALWAYS_OFF))
+    outcomes = []
+    for client in (original_producer({"bootstrap.servers": mock_cluster}),
+                   producer(mock_cluster)):  # fmt: skip
+        client.list_topics(timeout=10)
+        client.produce("t", b"first")  # the topic's first call
+        assert client.flush(5) == 0
+        client.produce("t", b"v", **kwargs)
+        try:
+            outcomes.append(("ok", client.flush(5)))
+        except Exception as exc:
+            outcomes.append((type(exc), str(exc)))
+    assert outcomes[0] == outcomes[1]
 
 
 def test_buffer_error_propagates_and_span_records_it(mock_cluster, otel):

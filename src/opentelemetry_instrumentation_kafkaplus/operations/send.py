@@ -255,9 +255,9 @@ def send_plain(tel: Telemetry, state: ProducerState, info: SendTopic, ctx: Conte
     through ``send`` like any other.
     """
     user_cb = kwargs["callback"] if "callback" in kwargs else kwargs.get("on_delivery")
-    if (user_cb is not None and not callable(user_cb)) or (
-        SEND_OWNERS and send_owned_elsewhere(ctx)
-    ):
+    if user_cb is not None and not callable(user_cb):
+        return orig(client, *args, **kwargs)  # confluent-kafka raises its own error
+    if SEND_OWNERS and send_owned_elsewhere(ctx):
         return _send_bound(tel, state, info, ctx, client, args, kwargs, orig, metering, None)
     span = delivery = headers = None
     try:
