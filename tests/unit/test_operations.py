@@ -15,10 +15,9 @@ import pytest
 from confluent_kafka import KafkaError, Message
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.trace.sampling import Decision, SamplingResult
 from opentelemetry.trace import SpanKind, StatusCode
 
-from conftest import make_otel
+from conftest import PatternSampler, make_otel
 from opentelemetry_instrumentation_kafkaplus import processing
 from opentelemetry_instrumentation_kafkaplus.core.calls import PRODUCE, Call, bind, pop_callback
 from opentelemetry_instrumentation_kafkaplus.core.telemetry import ACTIVE
@@ -179,31 +178,12 @@ def test_send_injects_context_and_ends_at_the_report(otel: Any) -> None:
     assert state.ledger.topics["out"].count() == 0  # reported: nothing in flight
 
 
-class _Alternating:
-    """A sampler with a fixed pattern of decisions, keeping the attributes it was given."""
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = iter(pattern)
-        self.seen: list[dict[str, Any]] = []
-
-    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None,
-                      attributes: Any = None, links: Any = None) -> SamplingResult:  # fmt: skip
-        self.seen.append(dict(attributes or {}))
-        sampled = next(self.pattern) == "1"
-        if not sampled:
-            return SamplingResult(Decision.DROP)
-        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)  # as the SDK's samplers
-
-    def get_description(self) -> str:
-        return "alternating"
-
-
 def test_every_recorded_send_span_has_every_attribute_whatever_came_before(
     otel_factory: Any,
 ) -> None:
     # Attributes of a span that will not record are not built; a span that
     # records after unsampled ones must still carry them all.
-    sampler = _Alternating("1001101")
+    sampler = PatternSampler("1001101")
     otel = otel_factory(sampler=sampler, capture_headers="app")
     state = ProducerState(CONF)
     for i in range(7):
@@ -470,5 +450,70 @@ def test_a_plain_call_not_recorded_goes_to_librdkafka_as_the_app_made_it(
     assert seen[2][1]["timestamp"] == 7
     assert otel.spans() == []
     assert state.ledger.topics["out"].count() == 0  # reported, or refused: nothing in flight
+    sent = otel.metric_points("messaging.client.sent.messages")
+    assert [p.value for p in sent] == [3]
+
+
+def test_a_plain_call_that_records_goes_to_librdkafka_unbound_with_its_span(
+    otel_factory: Any, monkeypatch: Any
+) -> None:
+    # produce(topic, value, key, callback) at 100 %: its arguments are not
+    # bound either; librdkafka gets them as given, plus the trace context and
+    # the message's own callback, which ends the span at the report with the
+    # app's callback run inside it. Everything the bound path records is there.
+    from opentelemetry_instrumentation_kafkaplus.clients import producer
+
+    hooked: list[tuple[Any, Any, Any]] = []
+    otel = otel_factory(produce_hook=lambda span, topic, key, value, headers: hooked.append(
+        (key, value, headers)))  # fmt: skip
+    state = ProducerState(CONF)
+    seen: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    inside: list[Any] = []
+
+    def librdkafka(client: Any, *pos: Any, **kw: Any) -> None:
+        seen.append((pos, dict(kw)))
+        if len(seen) == 4:
+            raise BufferError("Local: Queue full")
+        kw["on_delivery"](None, Message(topic="out", partition=1, offset=len(seen), latency=0.001))
+
+    def app_cb(err: Any, msg: Any) -> None:
+        inside.append((trace.get_current_span().get_span_context().span_id, msg.offset()))
+
+    generic: list[Any] = []
+    real_send = send.send
+    monkeypatch.setattr(send, "send", lambda *a, **k: generic.append(a) or real_send(*a, **k))
+    producer.produce(None, state, ("out", b"v", b"k1"), {"on_delivery": app_cb}, librdkafka)
+    producer.produce(None, state, ("out", b"v", b"k2"), {"callback": app_cb}, librdkafka)
+    producer.produce(None, state, ("out",), {"key": "k3", "on_delivery": app_cb,
+                                             "timestamp": 7}, librdkafka)  # fmt: skip
+    with pytest.raises(BufferError):
+        producer.produce(None, state, ("out", b"v", b"k4"), {"on_delivery": app_cb}, librdkafka)
+    assert len(generic) == 1  # the topic's first call only
+    assert [pos for pos, _ in seen] == [("out", b"v", b"k1"), ("out", b"v", b"k2"), ("out",),
+                                        ("out", b"v", b"k4")]  # fmt: skip
+    for _, kw in seen[1:]:
+        assert sorted(kw) == sorted({"on_delivery", "headers", *(
+            ("key", "timestamp") if "key" in kw else ())})  # fmt: skip
+        assert isinstance(kw["on_delivery"], send.Delivery) and kw["on_delivery"].user_cb is app_cb
+    assert seen[2][1]["timestamp"] == 7
+    spans = otel.spans()
+    assert [s.name for s in spans] == ["send out"] * 4
+    for span, (_, kw) in zip(spans, seen, strict=True):
+        ((name, traceparent),) = kw["headers"]
+        assert name == "traceparent"
+        ctx = span.context
+        assert traceparent == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+    assert [s.attributes.get("messaging.kafka.message.key") for s in spans] == ["k1", "k2", "k3",
+                                                                                "k4"]  # fmt: skip
+    assert [s.attributes.get("messaging.kafka.message.tombstone") for s in spans] == [
+        None, None, True, None]  # fmt: skip
+    assert [s.attributes.get("messaging.kafka.offset") for s in spans] == [1, 2, 3, None]
+    assert inside == [(s.context.span_id, n) for s, n in zip(spans[:3], (1, 2, 3), strict=True)]
+    assert spans[3].status.status_code is StatusCode.ERROR
+    assert spans[3].attributes["error.type"] == "BufferError"
+    assert hooked == [(b"k1", b"v", None), (b"k2", b"v", None), ("k3", None, None),
+                      (b"k4", b"v", None)]  # fmt: skip
+    assert state.ledger.topics["out"].count() == 0
+    assert state.ledger.spans == {}
     sent = otel.metric_points("messaging.client.sent.messages")
     assert [p.value for p in sent] == [3]

@@ -49,6 +49,7 @@ def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: di
         return _untraced(client, state, args, kwargs, orig)
     tracing = tel.tracing()
     metering = tel.metering()
+    info = None
     if not tracing and not metering and not state.only_error:
         # Nothing records: only a current context could be worth carrying on.
         current: Any = ctx.get(SPAN_KEY)
@@ -63,9 +64,8 @@ def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: di
             if type(topic) is str and state.tel is tel:
                 if state.cluster_retry != CLUSTER_KNOWN:
                     learn_cluster(client, state)  # may rebuild the templates: looked up after
-                info = state.topics.get(topic)
-                # Its last span did not record (SendTopic.eager): nor will most next ones.
-                if info is not None and not info.eager and not info.excluded:
+                info = state.topics.get(topic)  # None: its first call, bound below
+                if info is not None and not info.excluded:
                     return send.send_plain(tel, state, info, ctx, client, args, kwargs, orig,
                                            metering)  # fmt: skip
     named = bind(PRODUCE, args, kwargs)
@@ -75,11 +75,12 @@ def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: di
     user_cb = pop_callback(named)  # type: ignore[arg-type]
     if user_cb is not None and not callable(user_cb):
         return orig(client, *args, **kwargs)
-    if tracing and state.cluster_retry != CLUSTER_KNOWN:
-        learn_cluster(client, state)  # before the span starts, so that it carries a found id
-    info = state.topics.get(topic) if state.tel is tel else None
-    if info is None:
-        info = state.topic(topic, tel)
+    if info is None:  # not found by the plain check above
+        if tracing and state.cluster_retry != CLUSTER_KNOWN:
+            learn_cluster(client, state)  # before the span starts, so that it carries a found id
+        info = state.topics.get(topic) if state.tel is tel else None
+        if info is None:
+            info = state.topic(topic, tel)
     if info.excluded:
         return _untraced(client, state, args, kwargs, orig)
     call = Call(named, args, kwargs, user_cb, ctx)  # type: ignore[arg-type]

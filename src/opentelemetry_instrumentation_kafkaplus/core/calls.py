@@ -11,6 +11,7 @@ same fallback when the instrumentation itself fails.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 #: ``Producer.produce`` (Producer.c kwlist); a 5th positional argument is ``callback``.
@@ -85,13 +86,18 @@ def _keywords(names: tuple[str, ...]) -> tuple[frozenset[str], ...]:
     return keywords
 
 
-def pop_callback(call: dict[str, Any]) -> Any:
-    """Remove the per-call delivery callbacks from ``call``; return the one that applies.
+def chosen_callback(call: Mapping[str, Any]) -> Any:
+    """The per-call delivery callback that applies; ``call`` is left as it is.
 
     As in confluent-kafka's C code, ``callback`` (even given as None) wins over
     ``on_delivery``; None means the client's default ``on_delivery``.
     """
-    if "callback" in call:
-        call.pop("on_delivery", None)
-        return call.pop("callback")
-    return call.pop("on_delivery", None)
+    return call["callback"] if "callback" in call else call.get("on_delivery")
+
+
+def pop_callback(call: dict[str, Any]) -> Any:
+    """Remove the per-call delivery callbacks from ``call``; return the one that applies."""
+    callback = chosen_callback(call)
+    call.pop("callback", None)
+    call.pop("on_delivery", None)
+    return callback

@@ -25,9 +25,9 @@ At start    messaging.system, messaging.operation.name/type ``send``, destinatio
             only once the span records, see start_span).
 At the ack  partition and offset; or ``error.type`` and ERROR status.
 Plain calls ``produce(topic, value, key)`` with a callback or timestamp and no headers or
-            partition: ``send_plain`` starts the span without binding the call's arguments,
-            and while the span does not record the app's own arguments go to librdkafka
-            with only the headers and the topic's shared callback added.
+            partition: ``send_plain`` never binds the call's arguments; they go to
+            librdkafka as the app gave them, with only the headers and the delivery
+            callback added (the topic's shared one while the span does not record).
 Metrics     at the report: messaging.client.operation.duration and
             messaging.client.sent.messages (per-message set), and
             kafkaplus.producer.undelivered.messages for a failure.
@@ -47,11 +47,11 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanKind
 
 from ..core import sdkaccess
 from ..core import semconv as sc
-from ..core.calls import PRODUCE, Call, bind, pop_callback
+from ..core.calls import PRODUCE, Call, bind, chosen_callback, pop_callback
 from ..core.errors import KafkaFailure, report, warn_once
 from ..core.options import Options
 from ..core.propagation import MESSAGE_KEY, ORIGIN_KEY, forwarded
-from ..core.sdkaccess import BAGGAGE_KEY, SPAN_KEY
+from ..core.sdkaccess import BAGGAGE_KEY, SPAN_KEY, current_with_span
 from ..core.telemetry import (
     SEND_OWNERS,
     Telemetry,
@@ -65,7 +65,6 @@ from . import loss, process
 _PRODUCER = SpanKind.PRODUCER
 _INVALID = trace.INVALID_SPAN_CONTEXT
 _get_current = sdkaccess.get_current
-_set_span_in_context = trace.set_span_in_context
 _time_ns = time.time_ns
 
 
@@ -162,12 +161,11 @@ class TopicReport:
 
 
 def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, client: Any,
-         orig: Any, tracing: bool, metering: bool, started: Any = None) -> Any:  # fmt: skip
+         orig: Any, tracing: bool, metering: bool) -> Any:  # fmt: skip
     """Produce one message with its span: the traced body of ``produce()``.
 
     ``tracing`` and ``metering`` are what the telemetry records right now, as
-    the client already asked. ``started``: the message's span, when
-    ``send_plain`` started it already (then the call has no headers).
+    the client already asked.
     """
     named = call.named
     ctx = call.ctx
@@ -187,7 +185,7 @@ def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, clie
             tracing = False  # another instrumentation's send span: no span, headers as given
             out_ctx = None
         if tracing:
-            span = start_span(tel, info, named, parent, links) if started is None else started
+            span = start_span(tel, info, named, parent, links)
             span_ctx = span.get_span_context()
             recording = span.is_recording()
         else:
@@ -242,41 +240,44 @@ def send(tel: Telemetry, state: ProducerState, info: SendTopic, call: Call, clie
 def send_plain(tel: Telemetry, state: ProducerState, info: SendTopic, ctx: Context, client: Any,
                args: tuple[Any, ...], kwargs: dict[str, Any], orig: Any,
                metering: bool) -> Any:  # fmt: skip
-    """``produce()`` of the plain form, its arguments not bound while its span does not record.
+    """``produce()`` of the plain form, with the app's own arguments, never bound.
 
-    The plain form (clients/producer.py checks it, and that the topic's last
-    span did not record): topic, value and key by position or name, a
-    delivery callback or timestamp; no headers, no partition. Its span starts
-    from the template and the current context, as ``send`` starts it after an
-    unsampled span. At a low sampling rate most such spans do not record:
-    the message then needs only its trace context in new headers and, when
-    anything is counted at its report, its topic's shared callback; the app's
-    own arguments go to librdkafka as they are. A span that records goes on
-    through ``send`` like any other.
+    The plain form (clients/producer.py checks it): topic, value and key by
+    position or name, a delivery callback or timestamp; no headers, no
+    partition. Nothing of ``send`` depends on what such a call leaves out
+    (no forwarded context, no partition, no captured headers), so the
+    app's arguments go to librdkafka as they are, with only the headers and
+    the delivery callback added. The span starts as ``start_span`` starts it:
+    after an unsampled span of the topic, from the template alone, and a span
+    that records then gets the rest (value and key are only read then).
     """
-    user_cb = kwargs["callback"] if "callback" in kwargs else kwargs.get("on_delivery")
+    user_cb = chosen_callback(kwargs)
     if user_cb is not None and not callable(user_cb):
         return orig(client, *args, **kwargs)  # confluent-kafka raises its own error
     if SEND_OWNERS and send_owned_elsewhere(ctx):
-        return _send_bound(tel, state, info, ctx, client, args, kwargs, orig, metering, None)
+        return _send_bound(tel, state, info, ctx, client, args, kwargs, orig, metering)
     span = delivery = headers = None
     try:
-        span = tel.tracer.start_span(
-            info.name, context=ctx, kind=_PRODUCER, attributes=info.start_attrs
-        )
-        recording = span.is_recording()
-        if not recording:
-            span_ctx = span.get_span_context()
-            if span_ctx.is_valid:
-                headers = tel.injector.inject(None, ctx, span_ctx, span)
-            if metering or state.only_error:
-                delivery = delivery_for(state, info, user_cb, None, metering)
+        if info.eager:
+            span = start_span(tel, info, _plain_fields(args, kwargs), ctx)
+            recording = span.is_recording()
+        else:
+            span = tel.tracer.start_span(
+                info.name, context=ctx, kind=_PRODUCER, attributes=info.start_attrs
+            )
+            recording = span.is_recording()
+            if recording:
+                _recorded_late(tel, info, _plain_fields(args, kwargs), span)
+        span_ctx = span.get_span_context()
+        if span_ctx.is_valid:
+            headers = tel.injector.inject(None, ctx, span_ctx, span)
+        if recording or metering or state.only_error:
+            delivery = delivery_for(state, info, user_cb, span if recording else None, metering)
+            recording = recording and delivery is not None  # held to the report, as in send
     except Exception as exc:
         report("producer instrumentation", exc)
         abandon(span)
         return orig(client, *args, **kwargs)
-    if recording:
-        return _send_bound(tel, state, info, ctx, client, args, kwargs, orig, metering, span)
     if headers is not None:
         kwargs["headers"] = headers
     if delivery is not None:  # it calls the app's callback, whichever name the app gave it
@@ -284,32 +285,33 @@ def send_plain(tel: Telemetry, state: ProducerState, info: SendTopic, ctx: Conte
         kwargs["on_delivery"] = delivery
     try:
         result = orig(client, *args, **kwargs)
-    except BaseException:
-        never_sent(info, delivery)
+    except BaseException as exc:
+        refused(info, delivery, span, exc)
         raise
-    if type(span) is not NonRecordingSpan:  # another tracer's span object: ended as in send
+    if not recording and type(span) is not NonRecordingSpan:  # handed_over(), as in send
         end_span(span)
     return result
 
 
+def _plain_fields(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What ``start_span`` reads of a plain call: its value and key."""
+    n = len(args)
+    return {
+        "value": args[1] if n > 1 else kwargs.get("value"),
+        "key": args[2] if n > 2 else kwargs.get("key"),
+    }
+
+
 def _send_bound(tel: Telemetry, state: ProducerState, info: SendTopic, ctx: Context, client: Any,
-                args: tuple[Any, ...], kwargs: dict[str, Any], orig: Any, metering: bool,
-                started: Any) -> Any:  # fmt: skip
-    """A plain call that ``send`` takes on, with the span ``send_plain`` started, if any."""
-    try:
-        named = bind(PRODUCE, args, kwargs)
-        if named is not None:
-            callback = pop_callback(named)
-            if started is not None:
-                _recorded_late(tel, info, named, started)
-    except Exception as exc:
-        report("producer instrumentation", exc)
-        named = None
+                args: tuple[Any, ...], kwargs: dict[str, Any], orig: Any,
+                metering: bool) -> Any:  # fmt: skip
+    """A plain call that ``send`` takes on (another instrumentation owns the send span)."""
+    named = bind(PRODUCE, args, kwargs)
     if named is None:
-        abandon(started)
         return orig(client, *args, **kwargs)
+    callback = pop_callback(named)
     call = Call(named, args, kwargs, callback, ctx)
-    return send(tel, state, info, call, client, orig, True, metering, started)
+    return send(tel, state, info, call, client, orig, True, metering)
 
 
 def _forwarded(
@@ -377,8 +379,8 @@ def start_span(tel: Telemetry, info: SendTopic, named: Mapping[str, Any], parent
         )
         if not span.is_recording():
             info.eager = False
-            return span
-        _produce_hook(opts, info, named, span)
+        elif opts.produce_hook is not None:
+            _produce_hook(opts, info, named, span)
         return span
     start: Mapping[str, Any] = info.start_attrs
     if chosen:
@@ -399,18 +401,19 @@ def _recorded_late(tel: Telemetry, info: SendTopic, named: Mapping[str, Any], sp
     _message_attributes(extra, named, opts)
     if extra:
         span.set_attributes(extra)
-    _produce_hook(opts, info, named, span)
+    if opts.produce_hook is not None:
+        _produce_hook(opts, info, named, span)
 
 
 def _produce_hook(opts: Options, info: SendTopic, named: Mapping[str, Any], span: Any) -> None:
-    if opts.produce_hook is not None:
-        try:
-            opts.produce_hook(
-                span, topic=info.attrs[sc.MESSAGING_DESTINATION_NAME], key=named.get("key"),
-                value=named.get("value"), headers=named.get("headers"),
-            )  # fmt: skip
-        except Exception as exc:
-            report("produce_hook", exc)
+    """The app's ``produce_hook`` on a recording span (its callers check there is one)."""
+    try:
+        opts.produce_hook(  # type: ignore[misc]
+            span, topic=info.attrs[sc.MESSAGING_DESTINATION_NAME], key=named.get("key"),
+            value=named.get("value"), headers=named.get("headers"),
+        )  # fmt: skip
+    except Exception as exc:
+        report("produce_hook", exc)
 
 
 def _message_attributes(attrs: dict[str, Any], named: Mapping[str, Any], opts: Options) -> None:
@@ -563,7 +566,7 @@ class Delivery:
                     end_ns = self.start_ns + int(latency * 1e9)
                 _record_ack(span, err, msg, info)
                 if user_cb is not None:
-                    token = otel_context.attach(_set_span_in_context(span))
+                    token = otel_context.attach(current_with_span(span))
                 if (metrics.per_message or err is not None) and tel.metering():
                     _record_metrics(tel, info, err, msg, latency)
             except Exception as exc:
