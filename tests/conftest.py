@@ -17,6 +17,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 
 from kafkaplus_tools import brokers
 from opentelemetry_instrumentation_kafkaplus import KafkaPlusInstrumentor
@@ -103,6 +104,30 @@ class Otel:
                     if m.name == name:
                         points.extend(m.data.data_points)
         return points
+
+
+class PatternSampler(Sampler):
+    """Decides in a fixed order ("1" samples; "0", and every call past the end, drops).
+
+    As a root sampler (``ParentBased(PatternSampler(...))``) it picks which
+    traces are sampled, as a ratio sampler would, but knowably. ``seen``: the
+    attributes of each span it was asked about.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        self.decisions = iter(pattern)
+        self.seen: list[dict[str, Any]] = []
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None,
+                      attributes: Any = None, links: Any = None,
+                      trace_state: Any = None) -> SamplingResult:  # fmt: skip
+        self.seen.append(dict(attributes or {}))
+        if next(self.decisions, "0") == "1":
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)  # as the SDK's samplers
+        return SamplingResult(Decision.DROP)
+
+    def get_description(self) -> str:
+        return "pattern"
 
 
 def make_otel(**options: Any) -> Otel:

@@ -12,6 +12,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
 from conftest import (
+    PatternSampler,
     assigned_consumer,
     consumer,
     poll_messages,
@@ -610,24 +611,6 @@ def test_unsampled_message_context_current_whatever_the_metrics(mock_cluster, ot
     )
 
 
-class _Pattern:
-    """A root sampler deciding in a fixed order ("1" samples), then dropping."""
-
-    def __init__(self, pattern: str) -> None:
-        self.decisions = iter(pattern)
-
-    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None,
-                      links=None, trace_state=None):  # fmt: skip
-        from opentelemetry.sdk.trace.sampling import Decision, SamplingResult
-
-        if next(self.decisions, "0") == "1":
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
-        return SamplingResult(Decision.DROP)
-
-    def get_description(self) -> str:
-        return "pattern"
-
-
 @pytest.mark.parametrize("metrics", ["none", "semconv"])
 def test_plain_produce_calls_at_low_sampling_keep_every_trace_and_report(
     mock_cluster, otel_factory, metrics
@@ -638,7 +621,7 @@ def test_plain_produce_calls_at_low_sampling_keep_every_trace_and_report(
     from opentelemetry.sdk.trace.sampling import ParentBased
 
     pattern = "01101000"
-    otel = otel_factory(sampler=ParentBased(_Pattern(pattern)), metrics=metrics)
+    otel = otel_factory(sampler=ParentBased(PatternSampler(pattern)), metrics=metrics)
     topic = unique()
     p = producer(mock_cluster)
     p.list_topics(timeout=10)  # the cluster id known from the first call on

@@ -14,10 +14,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import confluent_kafka
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.trace.sampling import ParentBased
 
-from conftest import assigned_consumer, poll_messages, producer, unique
+from conftest import PatternSampler, assigned_consumer, consumer, poll_messages, producer, unique
 from opentelemetry_instrumentation_kafkaplus import processing
 from opentelemetry_instrumentation_kafkaplus.operations import process
 from shapes import journeys, no_doubles, queue_workers
@@ -99,6 +101,61 @@ def test_worker_pool_zero_code(bootstrap: str, otel: Any, forward: bool,
     assert p.flush(30) == 0
     drain(bootstrap, b)
     check(otel, a, b, keys, handled)
+
+
+def _every_partition(bootstrap: str, topic: str) -> Any:
+    """A consumer reading every partition of ``topic`` from the start (keys pick partitions)."""
+    c = consumer(bootstrap)
+    partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([confluent_kafka.TopicPartition(topic, n, confluent_kafka.OFFSET_BEGINNING)
+              for n in partitions])  # fmt: skip
+    return c
+
+
+def test_worker_pool_plain_calls_at_low_sampling(bootstrap: str, otel_factory: Any) -> None:
+    """produce(topic, value, key) with no headers or partition at both hops (the plain form,
+    whose arguments kafkaplus never binds), a root sampler that samples some requests, and a
+    ThreadPoolExecutor of 4 producing the second hop: every sampled journey is whole, and
+    every message, sampled or not, stays in its request's trace."""
+    pattern = "100101100010"
+    otel = otel_factory(sampler=ParentBased(PatternSampler(pattern)))
+    tracer = otel.tracer_provider.get_tracer("app")
+    a, b = unique("a"), unique("b")
+    p = producer(bootstrap)
+    keys = [f"k{i}" for i in range(len(pattern))]
+    sampled = [key for key, decision in zip(keys, pattern, strict=True) if decision == "1"]
+    requests: dict[str, Any] = {}
+    for key in keys:
+        with tracer.start_as_current_span("request", attributes={"key": key}) as span:
+            requests[key] = span.get_span_context()
+            p.produce(a, key.encode(), key.encode())
+    assert p.flush(30) == 0
+    reports: list[tuple[Any, str, bool]] = []
+
+    def report(err: Any, msg: Any) -> None:
+        reports.append((err, msg.key().decode(), trace.get_current_span().is_recording()))
+
+    def transform(msg: Any) -> None:
+        p.produce(b, value=msg.value().upper(), key=msg.key(), on_delivery=report)
+
+    c = _every_partition(bootstrap, a)
+    with ThreadPoolExecutor(4) as pool:
+        poll_messages(c, len(keys), submit=lambda m: pool.submit(transform, m))
+    c.close()
+    assert p.flush(30) == 0
+    # Every callback ran once, inside its send span when that span records.
+    assert sorted(reports) == [(None, key, key in sampled) for key in sorted(keys)]
+    d = _every_partition(bootstrap, b)
+    out = poll_messages(d, len(keys))
+    d.close()
+    spans = otel.spans()
+    no_doubles(spans, [f"send {a}", f"process {a}", f"send {b}", f"process {b}"], len(sampled))
+    journeys(spans, a, b, sampled)  # one trace each, every span a child of the one before
+    for m in out:
+        key = m.key().decode()
+        _, trace_id, _, flags = dict(m.headers())["traceparent"].decode().split("-")
+        assert int(trace_id, 16) == requests[key].trace_id, key
+        assert bool(int(flags, 16) & 1) == (key in sampled), key
 
 
 def test_queue_workers_with_processing(bootstrap: str, otel: Any) -> None:
