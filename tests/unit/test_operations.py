@@ -403,6 +403,26 @@ def test_with_no_span_processor_the_handling_carries_the_context_on(mode: str) -
         inst.uninstrument()
 
 
+def _plain_calls_seen(monkeypatch: Any) -> tuple[list[Any], Any, list[Any]]:
+    """(calls librdkafka got, a librdkafka produce() for them, calls that took ``send.send``).
+
+    The librdkafka stand-in serves each report at once, as its poll() would,
+    and refuses the 4th message with a full queue.
+    """
+    seen: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def librdkafka(client: Any, *pos: Any, **kw: Any) -> None:
+        seen.append((pos, dict(kw)))
+        if len(seen) == 4:
+            raise BufferError("Local: Queue full")
+        kw["on_delivery"](None, Message(topic="out", partition=1, offset=len(seen), latency=0.001))
+
+    generic: list[Any] = []
+    real_send = send.send
+    monkeypatch.setattr(send, "send", lambda *a, **k: generic.append(a) or real_send(*a, **k))
+    return seen, librdkafka, generic
+
+
 def test_a_plain_call_not_recorded_goes_to_librdkafka_as_the_app_made_it(
     otel_factory: Any, monkeypatch: Any
 ) -> None:
@@ -415,21 +435,12 @@ def test_a_plain_call_not_recorded_goes_to_librdkafka_as_the_app_made_it(
 
     otel = otel_factory(sampler=ParentBased(ALWAYS_OFF))
     state = ProducerState(CONF)  # no cluster id known, as with a broker that reports none
-    seen: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     reports: list[Any] = []
-
-    def librdkafka(client: Any, *pos: Any, **kw: Any) -> None:
-        seen.append((pos, dict(kw)))
-        if len(seen) == 4:
-            raise BufferError("Local: Queue full")
-        kw["on_delivery"](None, Message(topic="out", partition=1, offset=len(seen), latency=0.001))
 
     def app_cb(err: Any, msg: Any) -> None:
         reports.append(msg.offset())
 
-    generic: list[Any] = []
-    real_send = send.send
-    monkeypatch.setattr(send, "send", lambda *a, **k: generic.append(a) or real_send(*a, **k))
+    seen, librdkafka, generic = _plain_calls_seen(monkeypatch)
     producer.produce(None, state, ("out", b"v", b"k"), {"on_delivery": app_cb}, librdkafka)
     producer.produce(None, state, ("out", b"v", b"k"), {"callback": app_cb}, librdkafka)
     producer.produce(None, state, ("out",), {"value": b"v", "on_delivery": app_cb,
@@ -467,21 +478,12 @@ def test_a_plain_call_that_records_goes_to_librdkafka_unbound_with_its_span(
     otel = otel_factory(produce_hook=lambda span, topic, key, value, headers: hooked.append(
         (key, value, headers)))  # fmt: skip
     state = ProducerState(CONF)
-    seen: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     inside: list[Any] = []
-
-    def librdkafka(client: Any, *pos: Any, **kw: Any) -> None:
-        seen.append((pos, dict(kw)))
-        if len(seen) == 4:
-            raise BufferError("Local: Queue full")
-        kw["on_delivery"](None, Message(topic="out", partition=1, offset=len(seen), latency=0.001))
 
     def app_cb(err: Any, msg: Any) -> None:
         inside.append((trace.get_current_span().get_span_context().span_id, msg.offset()))
 
-    generic: list[Any] = []
-    real_send = send.send
-    monkeypatch.setattr(send, "send", lambda *a, **k: generic.append(a) or real_send(*a, **k))
+    seen, librdkafka, generic = _plain_calls_seen(monkeypatch)
     producer.produce(None, state, ("out", b"v", b"k1"), {"on_delivery": app_cb}, librdkafka)
     producer.produce(None, state, ("out", b"v", b"k2"), {"callback": app_cb}, librdkafka)
     producer.produce(None, state, ("out",), {"key": "k3", "on_delivery": app_cb,
