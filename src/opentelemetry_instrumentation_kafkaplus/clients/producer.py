@@ -16,7 +16,7 @@ from confluent_kafka import cimpl
 from ..core import sdkaccess
 from ..core.calls import PRODUCE, PRODUCE_BATCH, SEND_OFFSETS, Call, bind, pop_callback
 from ..core.sdkaccess import SPAN_KEY, SUPPRESS_KEY
-from ..core.telemetry import ACTIVE, suppressed
+from ..core.telemetry import ACTIVE, SEND_OWNERS, send_owned_elsewhere, suppressed
 from ..operations import send, settle, transaction
 from ..operations.send import ProducerState
 from . import config
@@ -61,7 +61,12 @@ def produce(client: Any, state: ProducerState, args: tuple[Any, ...], kwargs: di
             # The plain form (send.send_plain): topic, value and key, by position
             # or name, and a callback or timestamp; no headers, no partition.
             topic = args[0]
-            if type(topic) is str and state.tel is tel:
+            # Another instrumentation's send span (SEND_OWNERS): send() yields to it.
+            if (
+                type(topic) is str
+                and state.tel is tel
+                and not (SEND_OWNERS and send_owned_elsewhere(ctx))
+            ):
                 if state.cluster_retry != CLUSTER_KNOWN:
                     learn_cluster(client, state)  # may rebuild the templates: looked up after
                 info = state.topics.get(topic)  # None: its first call, bound below

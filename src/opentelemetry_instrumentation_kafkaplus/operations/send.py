@@ -47,7 +47,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanKind
 
 from ..core import sdkaccess
 from ..core import semconv as sc
-from ..core.calls import PRODUCE, Call, bind, chosen_callback, pop_callback
+from ..core.calls import Call, chosen_callback
 from ..core.errors import KafkaFailure, report, warn_once
 from ..core.options import Options
 from ..core.propagation import MESSAGE_KEY, ORIGIN_KEY, forwarded
@@ -242,7 +242,8 @@ def send_plain(tel: Telemetry, state: ProducerState, info: SendTopic, ctx: Conte
                metering: bool) -> Any:  # fmt: skip
     """``produce()`` of the plain form, with the app's own arguments, never bound.
 
-    The plain form (clients/producer.py checks it): topic, value and key by
+    The plain form (clients/producer.py checks it, and that no other
+    instrumentation owns the send span here): topic, value and key by
     position or name, a delivery callback or timestamp; no headers, no
     partition. Nothing of ``send`` depends on what such a call leaves out
     (no forwarded context, no partition, no captured headers), so the
@@ -254,8 +255,6 @@ def send_plain(tel: Telemetry, state: ProducerState, info: SendTopic, ctx: Conte
     user_cb = chosen_callback(kwargs)
     if user_cb is not None and not callable(user_cb):
         return orig(client, *args, **kwargs)  # confluent-kafka raises its own error
-    if SEND_OWNERS and send_owned_elsewhere(ctx):
-        return _send_bound(tel, state, info, ctx, client, args, kwargs, orig, metering)
     span = delivery = headers = None
     try:
         if info.eager:
@@ -300,18 +299,6 @@ def _plain_fields(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, An
         "value": args[1] if n > 1 else kwargs.get("value"),
         "key": args[2] if n > 2 else kwargs.get("key"),
     }
-
-
-def _send_bound(tel: Telemetry, state: ProducerState, info: SendTopic, ctx: Context, client: Any,
-                args: tuple[Any, ...], kwargs: dict[str, Any], orig: Any,
-                metering: bool) -> Any:  # fmt: skip
-    """A plain call that ``send`` takes on (another instrumentation owns the send span)."""
-    named = bind(PRODUCE, args, kwargs)
-    if named is None:
-        return orig(client, *args, **kwargs)
-    callback = pop_callback(named)
-    call = Call(named, args, kwargs, callback, ctx)
-    return send(tel, state, info, call, client, orig, True, metering)
 
 
 def _forwarded(
