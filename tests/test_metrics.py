@@ -33,6 +33,9 @@ def test_semconv_metrics_count_what_was_sent_and_consumed(mock_cluster, otel):
     (sent,) = _by_topic(otel.metric_points("messaging.client.sent.messages"), topic)
     assert sent.value == 7
     assert sent.attributes["messaging.operation.name"] == "send"
+    # The operation type goes on messaging.client.operation.duration only, the one
+    # metric the conventions give it to.
+    assert "messaging.operation.type" not in sent.attributes
     assert "messaging.kafka.offset" not in sent.attributes
     assert "messaging.destination.partition.id" not in sent.attributes  # opt-in only
     (consumed,) = _by_topic(otel.metric_points("messaging.client.consumed.messages"), topic)
@@ -40,7 +43,7 @@ def test_semconv_metrics_count_what_was_sent_and_consumed(mock_cluster, otel):
     assert consumed.attributes["messaging.consumer.group.name"] == "m-group"
     # Counted where messages are handed to the app: the receive operation.
     assert consumed.attributes["messaging.operation.name"] == "poll"
-    assert consumed.attributes["messaging.operation.type"] == "receive"
+    assert "messaging.operation.type" not in consumed.attributes
     durations = _by_topic(otel.metric_points("messaging.client.operation.duration"), topic)
     (send_duration,) = [p for p in durations if p.attributes["messaging.operation.type"] == "send"]
     assert send_duration.count == 7
@@ -48,6 +51,7 @@ def test_semconv_metrics_count_what_was_sent_and_consumed(mock_cluster, otel):
     (process,) = _by_topic(otel.metric_points("messaging.process.duration"), topic)
     assert process.count == 7 and tuple(process.explicit_bounds) == BUCKETS
     assert process.attributes["messaging.operation.name"] == "process"
+    assert "messaging.operation.type" not in process.attributes
     # The default set is the conventions' metrics: no message-age histograms.
     assert otel.metric_points("kafkaplus.message.age") == []
 
@@ -120,6 +124,10 @@ def test_failed_deliveries_carry_error_type(otel):
     p.flush(10)
     (sent,) = _by_topic(otel.metric_points("messaging.client.sent.messages"), topic)
     assert sent.value == 3 and sent.attributes["error.type"] == "_MSG_TIMED_OUT"
+    assert "messaging.operation.type" not in sent.attributes
+    (timed,) = _by_topic(otel.metric_points("messaging.client.operation.duration"), topic)
+    assert timed.count == 3 and timed.attributes["error.type"] == "_MSG_TIMED_OUT"
+    assert timed.attributes["messaging.operation.type"] == "send"
     (lost,) = _by_topic(otel.metric_points("kafkaplus.producer.undelivered.messages"), topic)
     assert lost.value == 3
 
@@ -232,6 +240,20 @@ def test_consume_batches_record_what_poll_records(mock_cluster, otel_factory):
     assert len(got) == 1
     (consumed,) = _by_topic(otel.metric_points("messaging.client.consumed.messages"), second)
     assert consumed.attributes["messaging.destination.partition.id"] == "0"
+    # The partition goes on the send duration and count as well; the operation type
+    # on the durations only (send, and the consume() call's receive).
+    (sent,) = _by_topic(otel.metric_points("messaging.client.sent.messages"), second)
+    assert sent.attributes["messaging.destination.partition.id"] == "0"
+    assert "messaging.operation.type" not in sent.attributes
+    timed = {
+        p.attributes["messaging.operation.name"]: p
+        for p in _by_topic(otel.metric_points("messaging.client.operation.duration"), second)
+    }
+    assert timed["send"].attributes["messaging.destination.partition.id"] == "0"
+    assert timed["send"].attributes["messaging.operation.type"] == "send"
+    assert timed["poll"].attributes["messaging.operation.type"] == "receive"
+    (processed,) = _by_topic(otel.metric_points("messaging.process.duration"), second)
+    assert "messaging.operation.type" not in processed.attributes
     (origin,) = _by_topic(otel.metric_points("kafkaplus.message.origin_age"), second)
     assert origin.count == 1
     assert origin.attributes["messaging.destination.partition.id"] == "0"

@@ -166,7 +166,7 @@ class ProcessTopic:
 
     __slots__ = (
         "excluded", "metric_attrs", "poll_attrs", "poll_name", "process_attrs",
-        "process_name", "receive_metric_attrs", "topic",
+        "process_name", "receive_duration_attrs", "receive_metric_attrs", "topic",
     )  # fmt: skip
 
     def __init__(self, state: ConsumerState, topic: str | None, tel: Telemetry) -> None:
@@ -187,6 +187,7 @@ class ProcessTopic:
         )  # fmt: skip
         self.metric_attrs = sc.metric_attributes(self.process_attrs)
         self.receive_metric_attrs = sc.metric_attributes(self.poll_attrs)
+        self.receive_duration_attrs = sc.duration_attributes(self.poll_attrs)
 
 
 class Record(Span):
@@ -718,7 +719,7 @@ def _receive(
     """
     start, end = window
     if tel.metrics.durations and tel.metering():
-        tel.metrics.operation_duration.record((end - start) / 1e9, info.receive_metric_attrs)
+        tel.metrics.operation_duration.record((end - start) / 1e9, info.receive_duration_attrs)
     if not tel.tracing():
         return
     attrs = info.poll_attrs.copy()
@@ -844,7 +845,7 @@ def process_batch(tel: Telemetry, state: ConsumerState, msgs: list[Any], start: 
             links.append(Link(producer_sc, link_attrs))
     durations = metering and tel.metrics.durations
     if durations:
-        tel.metrics.operation_duration.record((now - start) / 1e9, batch.receive_metric_attrs)
+        tel.metrics.operation_duration.record((now - start) / 1e9, batch.receive_duration_attrs)
     metric_attrs = batch.metric_attrs if durations else None
     if not tracing:
         record = Record(tel, state, "", None, None, None, now, metric_attrs, None)

@@ -133,7 +133,7 @@ class SendTopic:
         #: Whether the last span started recorded: then the next one is given every
         #: attribute at its start (start_span).
         self.eager = True
-        self.report = TopicReport(topic, tel, sc.metric_attributes(self.attrs), state)
+        self.report = TopicReport(topic, tel, self.attrs, state)
         #: The callback of every message that holds no span and has no callback of
         #: its own: no object per message.
         self.shared = Delivery(self.report, None, 0, state.default_cb)
@@ -145,18 +145,23 @@ class SendTopic:
 class TopicReport:
     """What a delivery report of this topic needs (apart from the template: no cycle)."""
 
-    __slots__ = ("failed", "inflight", "ledger", "metric_attrs", "name", "only_error", "tel")
+    __slots__ = (
+        "duration_attrs", "failed", "inflight", "ledger", "metric_attrs", "name", "only_error",
+        "tel",
+    )  # fmt: skip
 
     def __init__(
-        self, topic: str, tel: Telemetry, metric_attrs: dict[str, Any], state: ProducerState
+        self, topic: str, tel: Telemetry, template: Mapping[str, Any], state: ProducerState
     ) -> None:
         self.name = f"send {topic}"
         self.tel = tel
-        self.metric_attrs = metric_attrs
-        #: error.type -> metric attributes of a failed delivery.
-        self.failed: dict[str, dict[str, Any]] = {}
+        #: The counters' attributes, and the send duration's (with the operation type).
+        self.metric_attrs = sc.metric_attributes(template)
+        self.duration_attrs = sc.duration_attributes(template)
+        #: error.type -> (counter attributes, duration attributes) of a failed delivery.
+        self.failed: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.ledger = state.ledger
-        self.inflight = state.ledger.topic(topic, metric_attrs)
+        self.inflight = state.ledger.topic(topic, self.metric_attrs)
         self.only_error = state.only_error
 
 
@@ -591,17 +596,24 @@ def _record_metrics(
     metrics = tel.metrics
     if err is None:
         attrs = info.metric_attrs
+        timed = info.duration_attrs
         if tel.options.metrics_partition:
-            attrs = sc.with_partition(attrs, msg.partition())
+            partition = msg.partition()
+            attrs = sc.with_partition(attrs, partition)
+            timed = sc.with_partition(timed, partition)
     else:
         etype = sc.error_type(err)
-        attrs = info.failed.get(etype)  # type: ignore[assignment]
-        if attrs is None:
-            attrs = info.failed[etype] = {**info.metric_attrs, sc.ERROR_TYPE: etype}
+        failed = info.failed.get(etype)
+        if failed is None:
+            failed = info.failed[etype] = (
+                {**info.metric_attrs, sc.ERROR_TYPE: etype},
+                {**info.duration_attrs, sc.ERROR_TYPE: etype},
+            )
+        attrs, timed = failed
         metrics.undelivered.add(1, attrs)
     if metrics.per_message:
         if latency is not None and metrics.durations:
-            metrics.operation_duration.record(latency, attrs)
+            metrics.operation_duration.record(latency, timed)
         metrics.sent.add(1, attrs)
 
 
