@@ -594,13 +594,13 @@ def _record_metrics(
     tel: Telemetry, info: TopicReport, err: Any, msg: Any, latency: float | None
 ) -> None:
     metrics = tel.metrics
+    partition = None  # with metrics_partition: added to the duration's set only if recorded
     if err is None:
         attrs = info.metric_attrs
         timed = info.duration_attrs
         if tel.options.metrics_partition:
             partition = msg.partition()
             attrs = sc.with_partition(attrs, partition)
-            timed = sc.with_partition(timed, partition)
     else:
         etype = sc.error_type(err)
         failed = info.failed.get(etype)
@@ -613,6 +613,8 @@ def _record_metrics(
         metrics.undelivered.add(1, attrs)
     if metrics.per_message:
         if latency is not None and metrics.durations:
+            if partition is not None:
+                timed = sc.with_partition(timed, partition)
             metrics.operation_duration.record(latency, timed)
         metrics.sent.add(1, attrs)
 
