@@ -27,23 +27,27 @@ SUPPRESS_KEY: str = _context._SUPPRESS_INSTRUMENTATION_KEY
 BAGGAGE_KEY: str = _baggage._BAGGAGE_KEY
 
 
-def _current_getter() -> Callable[[], Any]:
-    """The current Context's getter: the runtime's ContextVar ``get`` when it is the default.
+def _runtime_var() -> ContextVar[Any] | None:
+    """The default runtime context's ContextVar; None under another runtime.
 
-    ``opentelemetry.context.get_current()`` is two Python calls around that
-    ContextVar read; the hot paths read the context several times per message.
-    Another runtime context (``OTEL_PYTHON_CONTEXT``) keeps the public function.
+    ``opentelemetry.context.get_current()`` and ``attach()`` are each two
+    Python calls around one read or set of that ContextVar, and every poll
+    reads the context and makes two contexts current. Another runtime context
+    (``OTEL_PYTHON_CONTEXT``) keeps the public functions.
     """
     runtime = getattr(_context, "_RUNTIME_CONTEXT", None)
     var = getattr(runtime, "_current_context", None)
     if type(runtime).__name__ == "ContextVarsRuntimeContext" and isinstance(var, ContextVar):
-        getter: Callable[[], Any] = var.get
-        return getter
-    return _context.get_current
+        return var
+    return None
 
 
+_VAR = _runtime_var()
 #: ``opentelemetry.context.get_current``, without its two Python calls.
-get_current = _current_getter()
+get_current: Callable[[], Any] = _VAR.get if _VAR is not None else _context.get_current
+#: ``opentelemetry.context.attach``, without its two Python calls: what it does
+#: with the default runtime (set the ContextVar; the token it returns).
+attach: Callable[[Any], Any] = _VAR.set if _VAR is not None else _context.attach
 
 
 def current_with_span(span: Any) -> _context.Context:

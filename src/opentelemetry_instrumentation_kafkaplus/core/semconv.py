@@ -285,14 +285,13 @@ def body_size(value: Any) -> int | None:
 
 
 def message_attributes(
-    attrs: dict[str, Any],
-    *,
-    value: Any,
-    key: Any,
-    capture_key: bool,
-    capture_body: bool,
+    attrs: dict[str, Any], value: Any, key: Any, capture_key: bool, capture_body: bool
 ) -> None:
-    """What one message adds to its send or process span: tombstone, key, body size."""
+    """What one message adds to its send or process span: tombstone, key, body size.
+
+    Called once per traced message, by position: a call with keywords costs
+    the hot paths a few hundred instructions more.
+    """
     if value is None:
         attrs[MESSAGING_KAFKA_MESSAGE_TOMBSTONE] = True
     elif capture_body:
@@ -306,9 +305,12 @@ def message_attributes(
 
 
 def position_attributes(
-    attrs: dict[str, Any], *, topic: Any, partition: Any, offset: Any, dup: bool
+    attrs: dict[str, Any], topic: Any, partition: Any, offset: Any, dup: bool
 ) -> None:
-    """Partition and offset, when known (a delivered or consumed message)."""
+    """Partition and offset, when known (a delivered or consumed message).
+
+    Called once per traced message, by position (see ``message_attributes``).
+    """
     if partition is not None and partition >= 0:
         attrs[MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
         if dup:

@@ -144,12 +144,12 @@ class Telemetry:
             return bool(readers())
         if self._metering is not None:
             return self._metering
+        if self._proxy_meter and not sdkaccess.meter_provider_set():
+            return False  # the cheapest check while no MeterProvider is set
         if not self.metrics.enabled:
             return self._no_metering()
         real = self.meter
         if self._proxy_meter:
-            if not sdkaccess.meter_provider_set():
-                return False
             real = sdkaccess.proxied_meter(self.meter)
             if real is None:
                 return False
@@ -230,7 +230,7 @@ def suppressed() -> bool:
 def end_span(span: Any, end_time: int | None = None) -> None:
     """End a span; a failing span processor is reported, never raised into the app."""
     try:
-        span.end(end_time=end_time)
+        span.end(end_time)  # by position: the cheaper call
     except Exception as exc:
         report("span end", exc)
 

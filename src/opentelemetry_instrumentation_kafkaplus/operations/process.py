@@ -78,7 +78,7 @@ from ..core import semconv as sc
 from ..core.errors import report
 from ..core.propagation import MESSAGE_KEY, ORIGIN_KEY, read_headers
 from ..core.sdkaccess import BAGGAGE_KEY, SPAN_KEY, SUPPRESS_KEY
-from ..core.telemetry import ACTIVE, Telemetry, end_span, mark_error
+from ..core.telemetry import ACTIVE, CARRIER, Telemetry, end_span, mark_error
 from . import loss
 from .settle import CommitResults
 
@@ -86,6 +86,7 @@ _CONSUMER = SpanKind.CONSUMER
 _CLIENT = SpanKind.CLIENT
 _time_ns = time.time_ns
 _get_current = sdkaccess.get_current
+_attach = sdkaccess.attach
 _ROOT = Context()
 _TS_NOT_AVAILABLE = 0
 _SAMPLED = TraceFlags.SAMPLED
@@ -111,6 +112,7 @@ _BATCHES: dict[int, Record] = {}
 #: this bookkeeping.
 _RECENT: dict[tuple[Any, ...], Any] = {}
 RECENT = 4096
+_RECENT_MAX = 2 * RECENT
 
 
 class ConsumerState:
@@ -262,10 +264,11 @@ class Record(Span):
             current = self.parent_ctx.get(SPAN_KEY) if self.parent_ctx is not None else None
             return current if current is not None else _INVALID_SPAN
         tel = self.tel
+        # By position, in the API's order (name, context, kind, attributes, links,
+        # start_time): a call with keywords costs a few hundred instructions more.
         span = tel.tracer.start_span(
-            self.span_name, context=self.parent_ctx, kind=_CONSUMER, attributes=self.attrs,
-            links=self.span_links, start_time=self.begin_ns,
-        )  # fmt: skip
+            self.span_name, self.parent_ctx, _CONSUMER, self.attrs, self.span_links, self.begin_ns
+        )
         if span.is_recording():
             for name, attributes in self.span_events or ():
                 span.add_event(name, attributes)
@@ -360,8 +363,8 @@ def _end(record: Record, span: Any, end_ns: int, error: BaseException | None) ->
         try:
             if error is not None:
                 mark_error(span, error)
-            span.end(end_time=end_ns)
-            _forget(record, NonRecordingSpan(span.get_span_context()))
+            span.end(end_ns)
+            _forget(record, span.get_span_context())
         except Exception as exc:
             report("process span end", exc)
     attrs = record.metric_attrs
@@ -381,68 +384,84 @@ def _end(record: Record, span: Any, end_ns: int, error: BaseException | None) ->
         _unregister_batch(record)
 
 
-def _forget(record: Record, span: Any) -> None:
+def _forget(record: Record, span_ctx: Any) -> None:
     """The record is finished: keep only what a late claim or a forwarded header needs."""
-    ended = Trail(span, record.baggage, record.origin, record.state)
+    ended = Trail(None, record.baggage, record.origin, record.state)
+    ended.span_ctx = span_ctx  # its span is made if a claim or a forwarded header needs it
     position = record.position
     if position is None and record.msg is not None:
         position = _position(record.msg)
+    recent = _RECENT
     if position is not None:
-        _remember(position, ended)
+        recent[position] = ended
     key = record.producer_key
-    if key is not None and _RECENT.get(key) is record:
-        _RECENT[key] = ended
+    if key is not None and recent.get(key) is record:
+        recent[key] = ended
+    if len(recent) > _RECENT_MAX:
+        _trim()
 
 
-def release(record: Record, end_ns: int, *, poll: bool) -> None:
-    """One owner is done with the record: the last one ends it, unless a claim owns it.
-
-    Once the app claims this consumer's messages (``processing``), a record
-    nothing used (no child span, no read of its context) when its poll lets
-    go waits for its claim instead; if none comes (at most MAX_WAITING wait,
-    or the consumer closes) it ends with the time its poll let go.
-    """
+def release(record: Record, end_ns: int) -> None:
+    """A task it was handed to is done with the record: the last owner ends it, unless claimed."""
     with _LOCK:
-        if poll:
-            if not record.polled:
-                return
-            record.polled = False
         record.holds -= 1
         if record.done or record.claimed or record.holds > 0:
             return
-        if poll and record.state.claims and record.msg is not None and record.span is None:
-            record.window_end = end_ns
-            waiting = record.state.waiting
-            while waiting and (waiting[0].claimed or waiting[0].done):
-                waiting.popleft()  # claimed since they came: their claims end them
-            waiting.append(record)
-            if len(waiting) <= MAX_WAITING:
-                return
-            record = waiting.popleft()
-            end_ns = record.window_end
         span = _settle(record)  # not done: checked under this same lock
     _end(record, span, end_ns, None)
 
 
 def end_open(state: ConsumerState) -> None:
-    """The consumer's next call: release what its polls own; restore our context.
+    """The consumer's next call: its polls let go of their records; restore our context.
+
+    A record's last owner ends it, unless a claim owns it. Once the app claims
+    this consumer's messages (``processing``), a record nothing used (no child
+    span, no read of its context) when its poll lets go waits for its claim
+    instead; if none comes (at most MAX_WAITING wait, or the consumer closes)
+    it ends with the time its poll let go.
 
     Only the calling thread's or task's context can be restored: a context we
     made current carries its record, found here even when another thread's
-    poll has already released it. The loops take at most the records present
-    when they start, so they end whatever else polls meanwhile.
+    poll has already released it. The loop takes at most the records present
+    when it starts, so it ends whatever else polls meanwhile. The hot path of
+    every poll: one lock acquisition for all of it, ``restore`` inlined.
     """
-    restore(_get_current())
+    current = _get_current()
+    own: Any = current.get(MESSAGE_KEY)
+    if own is not None and own.ctx is current and own.prev is not None:  # restore()
+        _attach(own.prev)
+        own.ctx = None
     pending = state.open
     if not pending:
         return
     end_ns = _time_ns()
-    for _ in range(len(pending)):
-        try:
-            record = pending.popleft()
-        except IndexError:  # another thread's poll took it meanwhile
-            return
-        release(record, end_ns, poll=True)
+    ending = []
+    with _LOCK:
+        for _ in range(len(pending)):
+            try:
+                record = pending.popleft()
+            except IndexError:  # another thread's poll took it meanwhile
+                break
+            if not record.polled:
+                continue
+            record.polled = False
+            record.holds -= 1
+            if record.done or record.claimed or record.holds > 0:
+                continue
+            ends_at = end_ns
+            if state.claims and record.msg is not None and record.span is None:
+                record.window_end = end_ns
+                waiting = state.waiting
+                while waiting and (waiting[0].claimed or waiting[0].done):
+                    waiting.popleft()  # claimed since they came: their claims end them
+                waiting.append(record)
+                if len(waiting) <= MAX_WAITING:
+                    continue
+                record = waiting.popleft()
+                ends_at = record.window_end
+            ending.append((record, _settle(record), ends_at))
+    for record, span, ends_at in ending:
+        _end(record, span, ends_at, None)
 
 
 def _end_waiting(state: ConsumerState, count: int) -> None:
@@ -460,7 +479,7 @@ def restore(current: Context) -> None:
     """If ``current`` is a context a poll made current here, put back the one it replaced."""
     own: Any = current.get(MESSAGE_KEY)
     if own is not None and own.ctx is current and own.prev is not None:
-        otel_context.attach(own.prev)
+        _attach(own.prev)
         # The record and its context point at each other; without this the
         # pair (and the span it holds) would wait for the cyclic collector.
         own.ctx = None
@@ -486,7 +505,7 @@ def close_waiting(state: ConsumerState) -> None:
 # --- poll(): one message ---------------------------------------------------------------
 
 
-def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool = True,
+def process_one(tel: Telemetry, state: ConsumerState, msg: Any, attach: bool = True,
                 received_at: int = 0) -> Any:  # fmt: skip
     """The record of one polled message, made current (``attach``) for its handling.
 
@@ -512,7 +531,8 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool 
     partition = msg.partition()
     offset = msg.offset()
     skipped = state.gaps.observe(info.topic, partition, offset) if offset >= 0 else 0
-    ts = _timestamp(msg)
+    ts_type, ts = msg.timestamp()  # _timestamp(), inlined
+    ts = int(ts) if ts_type != _TS_NOT_AVAILABLE and ts > 0 else None
     headers = msg.headers()
     if tracing or tel.metrics.ages:
         ext, producer_sc, origin = read_headers(headers)
@@ -530,7 +550,7 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool 
     links = None
     if tracing:
         parent_mode = tel.options.consumer_context_mode == "parent"
-        spanless = tel.spanless()
+        spanless = tel.tracer is CARRIER  # tel.spanless(), inlined
         if (
             parent_mode
             and producer_sc is not None
@@ -544,8 +564,10 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool 
             parent = ext
             if metric_attrs is None:  # and nothing to end: no record at all
                 trail = Trail(ext.get(SPAN_KEY), ext.get(BAGGAGE_KEY), origin or ts, state)  # type: ignore[union-attr]
-                if attach and not state.detached:
-                    make_current(trail, ambient)
+                if attach and not state.detached:  # make_current(), inlined
+                    trail.prev = ambient
+                    trail.ctx = ctx = message_context(ambient, trail)
+                    _attach(ctx)
                 return trail
         elif spanless:  # no span, and no producer context to carry on (or link mode)
             if metric_attrs is None:
@@ -560,7 +582,9 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool 
         record.position = ("m", topic, partition, offset)
         if producer_sc is not None:
             key = record.producer_key = ("p", producer_sc.trace_id, producer_sc.span_id)
-            _remember(key, record)
+            _RECENT[key] = record  # _remember(), inlined
+            if len(_RECENT) > _RECENT_MAX:
+                _trim()
     if skipped and attrs is not None:
         event = state.gaps.event_attributes(skipped, offset)
         if tel.options.compat_names:
@@ -569,8 +593,10 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, *, attach: bool 
     if tracing:
         record.baggage = ext.get(BAGGAGE_KEY) if ext is not None else None
         record.origin = origin if origin is not None else ts
-        if attach and not state.detached:
-            make_current(record, ambient)
+        if attach and not state.detached:  # make_current(), inlined
+            record.prev = ambient
+            record.ctx = ctx = message_context(ambient, record)
+            _attach(ctx)
     _BY_MESSAGE[id(msg)] = record
     state.open.append(record)
     return record
@@ -582,7 +608,7 @@ def make_current(record: Record | Trail, current: Context | None = None) -> None
         current = _get_current()
     record.prev = current
     record.ctx = ctx = message_context(current, record)
-    otel_context.attach(ctx)
+    _attach(ctx)
 
 
 def message_context(base: Context, record: Record | Trail) -> Context:
@@ -593,7 +619,13 @@ def message_context(base: Context, record: Record | Trail) -> Context:
     own timestamp is the origin.
     """
     values = dict(base)
-    values[SPAN_KEY] = record if type(record) is Record else record.span
+    if type(record) is Record:
+        values[SPAN_KEY] = record
+    else:
+        span = record.span
+        if span is None:  # an ended record's trail: its span, from the context kept
+            span = record.span = NonRecordingSpan(record.span_ctx)
+        values[SPAN_KEY] = span
     values[MESSAGE_KEY] = record
     bag = record.baggage
     if bag:
@@ -607,7 +639,7 @@ def message_context(base: Context, record: Record | Trail) -> Context:
 def _remember(key: tuple[Any, ...], value: Any) -> None:
     recent = _RECENT
     recent[key] = value
-    if len(recent) > 2 * RECENT:
+    if len(recent) > _RECENT_MAX:
         _trim()
 
 
@@ -634,10 +666,12 @@ class Trail:
     record once its span ended (for a late claim, or forwarded headers).
     """
 
-    __slots__ = ("baggage", "ctx", "origin", "prev", "span", "state")
+    __slots__ = ("baggage", "ctx", "origin", "prev", "span", "span_ctx", "state")
 
     def __init__(self, span: Any, baggage: Any, origin: int | None, state: ConsumerState) -> None:
+        #: The span it continues; for an ended record, made from ``span_ctx`` when needed.
         self.span = span
+        self.span_ctx: Any = None
         self.baggage = baggage
         self.origin = origin
         self.state = state
@@ -724,7 +758,7 @@ def _receive(
         return
     attrs = info.poll_attrs.copy()
     partition, offset = position
-    sc.position_attributes(attrs, topic=info.topic, partition=partition, offset=offset, dup=False)
+    sc.position_attributes(attrs, info.topic, partition, offset, False)
     links = [Link(producer_sc)] if producer_sc is not None else None
     span = tel.tracer.start_span(
         info.poll_name, context=ambient, kind=_CLIENT, attributes=attrs, links=links,
@@ -761,13 +795,9 @@ def _span_attributes(
 ) -> dict[str, Any]:
     opts = tel.options
     attrs = info.process_attrs.copy()
-    sc.position_attributes(
-        attrs, topic=info.topic, partition=partition, offset=offset, dup=opts.semconv_dup
-    )
-    sc.message_attributes(
-        attrs, value=msg.value(), key=msg.key(), capture_key=opts.capture_key,
-        capture_body=opts.capture_body_size,
-    )  # fmt: skip
+    # topic, partition, offset, dup; value, key, capture_key, capture_body
+    sc.position_attributes(attrs, info.topic, partition, offset, opts.semconv_dup)
+    sc.message_attributes(attrs, msg.value(), msg.key(), opts.capture_key, opts.capture_body_size)
     age, origin_age = ages
     if age is not None:
         attrs[sc.KAFKAPLUS_MESSAGE_AGE] = age
@@ -930,7 +960,7 @@ def task_started(record: Record) -> None:
 
 
 def task_done(record: Record) -> None:
-    release(record, _time_ns(), poll=False)
+    release(record, _time_ns())
 
 
 #: Templates for messages kafkaplus did not see polled (no client attributes known).
