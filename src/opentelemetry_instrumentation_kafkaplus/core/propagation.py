@@ -30,10 +30,11 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from .sdkaccess import BAGGAGE_KEY as _BAGGAGE_KEY
 from .sdkaccess import SPAN_KEY as _SPAN_KEY
-from .sdkaccess import composite_members
+from .sdkaccess import composite_members, remote_span_context, span_fields
 
 _get_global_textmap = propagate.get_global_textmap
 
@@ -162,10 +163,11 @@ class Injector:
         prop = _get_global_textmap()  # _current(), inlined: this runs per message
         if prop is not self._prop:
             self._refresh(prop)
+        trace_id, span_id, flags, state, _ = span_fields(span_context)
         if (
             self._fast
             and headers is None
-            and not span_context.trace_state
+            and (state is _NO_STATE or not state)
             and not ctx.get(_BAGGAGE_KEY)
             and not ctx.get(ORIGIN_KEY)
         ):
@@ -173,7 +175,7 @@ class Injector:
                 (
                     "traceparent",
                     "00-%032x-%016x-%02x"  # noqa: UP031 (_traceparent_header, inlined)
-                    % (span_context.trace_id, span_context.span_id, span_context.trace_flags),
+                    % (trace_id, span_id, flags),
                 )
             ]
         return self.merge(headers, self._headers(prop, ctx, span_context, span))
@@ -281,6 +283,7 @@ def extract(carrier: Mapping[str, Any]) -> Context:
 _TRACEPARENT_00 = re.compile(rb"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _INVALID = trace.INVALID_SPAN_CONTEXT
 _FLAGS = tuple(TraceFlags(i) for i in range(256))
+_NO_STATE = DEFAULT_TRACE_STATE
 
 
 def _traceparent(raw: Any) -> SpanContext | None:
@@ -303,7 +306,8 @@ def _traceparent(raw: Any) -> SpanContext | None:
     span_id = int(raw[36:52], 16)
     if not trace_id or not span_id:
         return _INVALID
-    return SpanContext(trace_id, span_id, True, _FLAGS[int(raw[53:55], 16)])
+    # 32 and 16 hex digits, not zero: valid ids, as the propagator checks them
+    return remote_span_context(trace_id, span_id, _FLAGS[int(raw[53:55], 16)])
 
 
 def origin_ms(carrier: Mapping[str, Any]) -> int | None:

@@ -10,6 +10,7 @@ changes, and each use degrades to the slower public path rather than failing
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -18,7 +19,9 @@ from opentelemetry import baggage as _baggage
 from opentelemetry import context as _context
 from opentelemetry import trace as _trace
 from opentelemetry.metrics import _internal as _metrics_internal
+from opentelemetry.trace import SpanContext, TraceFlags
 from opentelemetry.trace import propagation as _trace_propagation
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 #: Context keys read directly from a Context (a dict lookup) instead of through
 #: ``get_value`` / ``get_current_span`` (a call and a lookup of the current context).
@@ -48,6 +51,55 @@ get_current: Callable[[], Any] = _VAR.get if _VAR is not None else _context.get_
 #: ``opentelemetry.context.attach``, without its two Python calls: what it does
 #: with the default runtime (set the ContextVar; the token it returns).
 attach: Callable[[Any], Any] = _VAR.set if _VAR is not None else _context.attach
+#: ``opentelemetry.context.detach``, without its two Python calls. Unlike the
+#: API's, it raises for a token of another context: callers catch it.
+detach: Callable[[Any], Any] = _VAR.reset if _VAR is not None else _context.detach
+
+
+def _tuple_layout() -> bool:
+    """Whether a SpanContext is the tuple the API has always built.
+
+    That is (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid);
+    its properties are each a Python call that indexes it, and the hot paths
+    read three or four of them per message.
+    """
+    try:
+        probe = SpanContext(3, 5, True, TraceFlags(1))
+        return (
+            isinstance(probe, tuple)
+            and tuple(probe) == (3, 5, True, 1, DEFAULT_TRACE_STATE, True)
+            and probe[4] is DEFAULT_TRACE_STATE
+            and _remote_fast(3, 5, TraceFlags(1)) == probe
+        )
+    except Exception:
+        return False
+
+
+def _remote_fast(trace_id: int, span_id: int, flags: TraceFlags) -> SpanContext:
+    return tuple.__new__(SpanContext, (trace_id, span_id, True, flags, DEFAULT_TRACE_STATE, True))
+
+
+def _remote_public(trace_id: int, span_id: int, flags: TraceFlags) -> SpanContext:
+    return SpanContext(trace_id, span_id, True, flags)
+
+
+def _fields_public(span_context: SpanContext) -> tuple[int, int, int, Any, bool]:
+    sc = span_context
+    return sc.trace_id, sc.span_id, sc.trace_flags, sc.trace_state, sc.is_valid
+
+
+_LAYOUT = _tuple_layout()
+#: (trace_id, span_id, trace_flags, trace_state, is_valid) of a SpanContext: one
+#: C call instead of five Python property calls, when the layout is the API's.
+span_fields: Callable[[SpanContext], tuple[int, int, int, Any, bool]] = (
+    operator.itemgetter(0, 1, 3, 4, 5) if _LAYOUT else _fields_public
+)
+#: The remote SpanContext of ids the caller has checked (non-zero, in range),
+#: with no trace state: what ``SpanContext(trace_id, span_id, True, flags)``
+#: makes, without its Python ``__new__`` re-checking the ids.
+remote_span_context: Callable[[int, int, TraceFlags], SpanContext] = (
+    _remote_fast if _LAYOUT else _remote_public
+)
 
 
 def current_with_span(span: Any) -> _context.Context:

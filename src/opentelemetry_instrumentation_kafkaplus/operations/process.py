@@ -77,7 +77,7 @@ from ..core import sdkaccess
 from ..core import semconv as sc
 from ..core.errors import report
 from ..core.propagation import MESSAGE_KEY, ORIGIN_KEY, read_headers
-from ..core.sdkaccess import BAGGAGE_KEY, SPAN_KEY, SUPPRESS_KEY
+from ..core.sdkaccess import BAGGAGE_KEY, SPAN_KEY, SUPPRESS_KEY, span_fields
 from ..core.telemetry import ACTIVE, CARRIER, Telemetry, end_span, mark_error
 from . import loss
 from .settle import CommitResults
@@ -556,7 +556,7 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, attach: bool = T
             and producer_sc is not None
             and (
                 spanless
-                or (not producer_sc.trace_flags & _SAMPLED and tel.drops_unsampled_remote())
+                or (not span_fields(producer_sc)[2] & _SAMPLED and tel.drops_unsampled_remote())
             )
         ):
             # The sampler follows the producer's "not sampled", or no span is
@@ -581,7 +581,8 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, attach: bool = T
     if attrs is not None:  # a span of its own: remembered once it ends (_forget)
         record.position = ("m", topic, partition, offset)
         if producer_sc is not None:
-            key = record.producer_key = ("p", producer_sc.trace_id, producer_sc.span_id)
+            trace_id, span_id, _, _, _ = span_fields(producer_sc)
+            key = record.producer_key = ("p", trace_id, span_id)
             _RECENT[key] = record  # _remember(), inlined
             if len(_RECENT) > _RECENT_MAX:
                 _trim()

@@ -40,7 +40,6 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, NonRecordingSpan, SpanKind
@@ -65,6 +64,8 @@ from . import loss, process
 _PRODUCER = SpanKind.PRODUCER
 _INVALID = trace.INVALID_SPAN_CONTEXT
 _get_current = sdkaccess.get_current
+_attach = sdkaccess.attach
+_detach = sdkaccess.detach
 _time_ns = time.time_ns
 
 
@@ -446,7 +447,8 @@ def delivery_for(
             return None
         user_cb = state.default_cb
     report = info.report
-    delivery = Delivery(report, span, _started(span), user_cb)
+    start = getattr(span, "start_time", None)  # _started(), inlined: the hot path
+    delivery = Delivery(report, span, start if isinstance(start, int) else _time_ns(), user_cb)
     next(report.inflight.produced)
     report.ledger.hold(id(delivery), delivery)
     return delivery
@@ -555,7 +557,7 @@ class Delivery:
                     end_ns = self.start_ns + int(latency * 1e9)
                 _record_ack(span, err, msg, info)
                 if user_cb is not None:
-                    token = otel_context.attach(current_with_span(span))
+                    token = _attach(current_with_span(span))
                 if (metrics.per_message or err is not None) and tel.metering():
                     _record_metrics(tel, info, err, msg, latency)
             except Exception as exc:
@@ -568,7 +570,10 @@ class Delivery:
             return None
         finally:
             if token is not None:
-                otel_context.detach(token)
+                try:
+                    _detach(token)
+                except Exception as exc:
+                    report("delivery report", exc)
             if span is not None:
                 end_span(span, end_ns)
 
