@@ -123,6 +123,27 @@ def test_a_message_kafkaplus_did_not_poll_gets_a_span_for_its_block(otel: Any) -
     assert span.parent.span_id == 0xDEF and span.attributes["messaging.kafka.offset"] == 9
 
 
+def test_the_current_record_reads_through_to_the_sdk_span(otel: Any) -> None:
+    state = ConsumerState(CONF)
+    record = process.process_one(ACTIVE.telemetry, state, consumed())
+    current: Any = trace.get_current_span()
+    assert current is record
+    real = record.real()
+    assert real is not record
+    for name in ("name", "kind", "parent", "start_time", "status", "resource",
+                 "instrumentation_scope", "context", "links", "events"):  # fmt: skip
+        assert getattr(current, name) == getattr(real, name), name
+    assert current.attributes["messaging.kafka.offset"] == 5
+    assert current.name == "process t" and current.kind is SpanKind.CONSUMER
+    assert current.parent.span_id == 0xDEF
+    assert current.end_time is None
+    process.end_open(state)
+    assert current.end_time is not None and current.end_time == real.end_time
+    assert '"name": "process t"' in current.to_json()
+    with pytest.raises(AttributeError):
+        current.no_such_field  # noqa: B018 (nothing else reads through)
+
+
 def test_with_metrics_counts_a_block_records_its_span_and_no_duration(
     otel_factory: Any, caplog: Any
 ) -> None:

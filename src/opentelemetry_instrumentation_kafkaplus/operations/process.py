@@ -312,14 +312,28 @@ class Record(Span):
         """Ending it by hand ends the real span (kafkaplus then has nothing left to end)."""
         self.real().end(end_time)
 
-    def __getattr__(self, name: str) -> Any:
-        # What the SDK span offers beyond the API (name, attributes, context...).
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.real(), name)
-
     def __repr__(self) -> str:
         return f"<kafkaplus process record {self.span_name!r} done={self.done}>"
+
+
+def _read_through(name: str) -> property:
+    def read(self: Record) -> Any:
+        return getattr(self.real(), name)
+
+    return property(read, doc=f"The real span's ``{name}``.")
+
+
+# What the SDK span offers beyond the API, read through to the real span. As
+# properties, not a ``__getattr__``: a class with one has every attribute read
+# of its instances take CPython's slow path, and the record's own fields are
+# read dozens of times per message.
+for _name in (
+    "attributes", "context", "dropped_attributes", "dropped_events", "dropped_links",
+    "end_time", "events", "instrumentation_info", "instrumentation_scope", "kind", "links",
+    "name", "parent", "resource", "start_time", "status", "to_json",
+):  # fmt: skip
+    setattr(Record, _name, _read_through(_name))
+del _name
 
 
 # --- who ends a record --------------------------------------------------------------
@@ -620,13 +634,10 @@ def message_context(base: Context, record: Record | Trail) -> Context:
     own timestamp is the origin.
     """
     values = dict(base)
-    if type(record) is Record:
-        values[SPAN_KEY] = record
-    else:
-        span = record.span
-        if span is None:  # an ended record's trail: its span, from the context kept
-            span = record.span = NonRecordingSpan(record.span_ctx)
-        values[SPAN_KEY] = span
+    span = record if type(record) is Record else record.span
+    if span is None:  # an ended record's trail: its span, made from the context kept
+        span = record.span = NonRecordingSpan(record.span_ctx)  # type: ignore[union-attr]
+    values[SPAN_KEY] = span
     values[MESSAGE_KEY] = record
     bag = record.baggage
     if bag:
