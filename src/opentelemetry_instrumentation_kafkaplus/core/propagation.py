@@ -346,11 +346,13 @@ def read_headers(headers: Any) -> tuple[Context | None, SpanContext | None, int 
                 break
         else:
             span_context = _traceparent(parent) if parent is not None else _INVALID
+            if origin is not None:
+                origin = _origin_value(origin)
             if span_context is _INVALID:
-                return _ROOT, None, _origin_value(origin)
+                return _ROOT, None, origin
             if span_context is not None:
                 ctx = Context({_SPAN_KEY: NonRecordingSpan(span_context)})
-                return ctx, span_context, _origin_value(origin)
+                return ctx, span_context, origin
     carrier = headers_carrier(headers)
     if not carrier:
         return _NOTHING

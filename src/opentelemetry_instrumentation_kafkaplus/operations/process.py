@@ -378,7 +378,21 @@ def _end(record: Record, span: Any, end_ns: int, error: BaseException | None) ->
             if error is not None:
                 mark_error(span, error)
             span.end(end_ns)
-            _forget(record, span.get_span_context())
+            # Keep only what a late claim or a forwarded header needs: a trail,
+            # whose span is made from this context if one of them needs it.
+            ended = Trail(None, record.baggage, record.origin, record.state)
+            ended.span_ctx = span.get_span_context()
+            position = record.position
+            if position is None and msg is not None:
+                position = _position(msg)
+            recent = _RECENT
+            if position is not None:
+                recent[position] = ended
+            key = record.producer_key
+            if key is not None and recent.get(key) is record:
+                recent[key] = ended
+            if len(recent) > _RECENT_MAX:
+                _trim()
         except Exception as exc:
             report("process span end", exc)
     attrs = record.metric_attrs
@@ -396,23 +410,6 @@ def _end(record: Record, span: Any, end_ns: int, error: BaseException | None) ->
         record.msg = None  # the app's message is not kept alive by its telemetry
     if record.first is not None:
         _unregister_batch(record)
-
-
-def _forget(record: Record, span_ctx: Any) -> None:
-    """The record is finished: keep only what a late claim or a forwarded header needs."""
-    ended = Trail(None, record.baggage, record.origin, record.state)
-    ended.span_ctx = span_ctx  # its span is made if a claim or a forwarded header needs it
-    position = record.position
-    if position is None and record.msg is not None:
-        position = _position(record.msg)
-    recent = _RECENT
-    if position is not None:
-        recent[position] = ended
-    key = record.producer_key
-    if key is not None and recent.get(key) is record:
-        recent[key] = ended
-    if len(recent) > _RECENT_MAX:
-        _trim()
 
 
 def release(record: Record, end_ns: int) -> None:
@@ -592,7 +589,7 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, attach: bool = T
             ages = _ages(now, ts, origin)
             attrs = _span_attributes(tel, info, msg, partition, offset, ages, headers)
     record = Record(tel, state, info.process_name, parent, links, attrs, now, metric_attrs, msg)
-    if attrs is not None:  # a span of its own: remembered once it ends (_forget)
+    if attrs is not None:  # a span of its own: remembered once it ends (_end)
         record.position = ("m", topic, partition, offset)
         if producer_sc is not None:
             trace_id, span_id, _, _, _ = span_fields(producer_sc)
