@@ -388,9 +388,9 @@ def _end(record: Record, span: Any, end_ns: int, error: BaseException | None) ->
             recent = _RECENT
             if position is not None:
                 recent[position] = ended
-            key = record.producer_key
-            if key is not None and recent.get(key) is record:
-                recent[key] = ended
+            made_by = record.producer_key
+            if made_by is not None and recent.get(made_by) is record:
+                recent[made_by] = ended
             if len(recent) > _RECENT_MAX:
                 _trim()
         except Exception as exc:
