@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from opentelemetry import baggage, trace
 from opentelemetry.context import Context, set_value
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
+from opentelemetry_instrumentation_kafkaplus.core import sdkaccess
 from opentelemetry_instrumentation_kafkaplus.core.propagation import (
     ORIGIN_HEADER,
     ORIGIN_KEY,
@@ -76,3 +77,28 @@ def test_forwarded_headers_in_any_form_the_producer_accepts() -> None:
         _, producer, _ = forwarded(given)
         assert producer is not None and producer.span_id == 0xDEF
     assert forwarded(("traceparent", TP)) == (None, None, None)  # not a list or dict
+
+
+def test_span_context_fields_read_in_one_call_match_its_properties() -> None:
+    state = TraceState([("vendor", "1")])
+    sc = SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(1), trace_state=state)
+    want = (sc.trace_id, sc.span_id, sc.trace_flags, sc.trace_state, sc.is_valid)
+    assert sdkaccess.span_fields(sc) == want == (0xABC, 0xDEF, 1, state, True)
+    assert sdkaccess._fields_public(sc) == want  # the path for another SpanContext layout
+    assert sdkaccess._LAYOUT  # this API's layout: the one-call path is the one tested above
+
+
+def test_remote_span_contexts_equal_what_the_api_builds() -> None:
+    want = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1))
+    for make in (sdkaccess.remote_span_context, sdkaccess._remote_public):
+        got = make(0xABC, 0xDEF, TraceFlags(1))
+        assert type(got) is SpanContext and got == want
+        assert (got.is_remote, got.is_valid, got.trace_state) == (True, True, want.trace_state)
+    _, producer, _ = read_headers([("traceparent", TP.encode())])
+    assert producer == SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1))
+
+
+def test_a_trace_state_goes_out_with_the_traceparent() -> None:
+    sc = SpanContext(0xABC, 0xDEF, False, TraceFlags(1), TraceState([("vendor", "1")]))
+    ctx = trace.set_span_in_context(NonRecordingSpan(sc), Context())
+    assert dict(Injector().inject(None, ctx, sc, None)) == {"traceparent": TP, "tracestate": "vendor=1"}
