@@ -580,10 +580,8 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, attach: bool = T
             parent = ext
             if metric_attrs is None:  # and nothing to end: no record at all
                 trail = Trail(ext.get(SPAN_KEY), ext.get(BAGGAGE_KEY), origin or ts, state)  # type: ignore[union-attr]
-                if attach and not state.detached:  # make_current(), inlined
-                    trail.prev = ambient
-                    trail.ctx = ctx = message_context(ambient, trail)
-                    _attach(ctx)
+                if attach and not state.detached:
+                    make_current(trail, ambient)
                 return trail
         elif spanless:  # no span, and no producer context to carry on (or link mode)
             if metric_attrs is None:
@@ -599,9 +597,7 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, attach: bool = T
         if producer_sc is not None:
             trace_id, span_id, _, _, _ = span_fields(producer_sc)
             key = record.producer_key = ("p", trace_id, span_id)
-            _RECENT[key] = record  # _remember(), inlined
-            if len(_RECENT) > _RECENT_MAX:
-                _trim()
+            _remember(key, record)
     if skipped and attrs is not None:
         event = state.gaps.event_attributes(skipped, offset)
         if tel.options.compat_names:
@@ -610,10 +606,8 @@ def process_one(tel: Telemetry, state: ConsumerState, msg: Any, attach: bool = T
     if tracing:
         record.baggage = ext.get(BAGGAGE_KEY) if ext is not None else None
         record.origin = origin if origin is not None else ts
-        if attach and not state.detached:  # make_current(), inlined
-            record.prev = ambient
-            record.ctx = ctx = message_context(ambient, record)
-            _attach(ctx)
+        if attach and not state.detached:
+            make_current(record, ambient)
     _BY_MESSAGE[id(msg)] = record
     state.open.append(record)
     return record

@@ -447,8 +447,7 @@ def delivery_for(
             return None
         user_cb = state.default_cb
     report = info.report
-    start = getattr(span, "start_time", None)  # _started(), inlined: the hot path
-    delivery = Delivery(report, span, start if isinstance(start, int) else _time_ns(), user_cb)
+    delivery = Delivery(report, span, _started(span), user_cb)
     next(report.inflight.produced)
     report.ledger.hold(id(delivery), delivery)
     return delivery
